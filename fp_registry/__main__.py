@@ -1,0 +1,4 @@
+"""``python -m fp_registry``."""
+from .cli import main
+
+main()

@@ -1,0 +1,158 @@
+"""The Fingerprint object and the public ``fingerprint`` / ``load_fingerprint`` / ``protect`` functions."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .artifact import read_artifact, write_artifact
+from .calibration import Calibration, calibrate
+from .methods import Built, Method, Owner, get_method_class, make_owner
+from .records import Verdict
+from .suspect import Suspect
+from .zoo.spec import Zoo, ZooModel, ZooSplit, as_zoo_models
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+class Fingerprint:
+    """Secret queries (or a watermark key) plus the verifier and its calibration. Never log its tensors."""
+
+    def __init__(self, method: str, task: str, settings: dict[str, Any], spec: dict[str, Any], built: Built,
+                 calibration: Calibration | None = None, meta: dict[str, Any] | None = None,
+                 digest: str = "") -> None:
+        self.method = method
+        self.task = task
+        self.settings = settings
+        self.spec = spec
+        self.tensors = built.tensors
+        self.info = built.info
+        self.calibration = calibration
+        self.meta = meta or {}
+        self.digest = digest
+
+    def __repr__(self) -> str:  # deliberately shows no tensor values: fingerprints are secrets
+        return f"Fingerprint(method={self.method!r}, task={self.task!r}, digest={self.digest[:12]!r})"
+
+    @property
+    def threshold(self) -> float:
+        if self.calibration is not None:
+            return self.calibration.threshold
+        return float(self.info.get("threshold", self.method_object().default_threshold))
+
+    def method_object(self) -> Method:
+        return get_method_class(self.method)(**self.settings)
+
+    def verify(self, suspect: Any, *, batch_size: int = 256, allow_pickle: bool = False) -> Verdict:
+        """Query ``suspect`` (module, callable or URI) and return a calibrated verdict."""
+        s = Suspect(suspect, batch_size=batch_size, allow_pickle=allow_pickle)
+        method = self.method_object()
+        start = time.perf_counter()
+        score, evidence = method.score(self, s)
+        seconds = time.perf_counter() - start
+        threshold = self.threshold
+        return Verdict(score=float(score), threshold=float(threshold), is_match=bool(score >= threshold),
+                       p_value=method.p_value(self, float(score), evidence), n_queries=s.n_queries,
+                       method=self.method, seconds=seconds, evidence=evidence, suspect=s.name)
+
+    def manifest(self) -> dict[str, Any]:
+        return {"method": self.method, "task": self.task, "settings": self.settings, "spec": self.spec,
+                "info": self.info, "calibration": self.calibration.to_dict() if self.calibration else None,
+                "meta": self.meta}
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the artifact atomically: ``fingerprint.json`` plus ``.safetensors`` files."""
+        self.digest = write_artifact(path, self.manifest(), self.tensors)
+        return Path(path)
+
+
+def load_fingerprint(path: str | os.PathLike[str], expected_digest: str | None = None) -> Fingerprint:
+    """Load an artifact, checking every file digest (and ``expected_digest`` from a registry, if given)."""
+    manifest, groups = read_artifact(path, expected_digest)
+    return Fingerprint(manifest["method"], manifest["task"], manifest.get("settings", {}), manifest["spec"],
+                       Built(groups, manifest.get("info", {})), Calibration.from_dict(manifest.get("calibration")),
+                       manifest.get("meta", {}), manifest["digest"])
+
+
+def fingerprint(model: Any, method: str = "metav", task: str = "classification", data: Any = None,
+                labels: Any = None, seed: int = 0, positives: list[Any] | None = None,
+                negatives: list[Any] | None = None, input_shape: tuple[int, ...] | None = None,
+                zoo: Zoo | None = None, target_fpr: float = 0.01, progress: bool = True,
+                **settings: Any) -> Fingerprint:
+    """Fingerprint ``model`` with ``method``; builds and caches a zoo when the method needs one and none is given.
+
+    Example:
+        >>> fp = fingerprint(model, method="ipguard", task="classification", data=X, labels=y)  # doctest: +SKIP
+        >>> fp.verify(suspect).is_match  # doctest: +SKIP
+    """
+    from .loading import load_model
+
+    torch.manual_seed(seed)
+    model = load_model(model) if isinstance(model, str) else model
+    owner = make_owner(model, task, data, labels, input_shape)
+    m = get_method_class(method)(**settings)
+    m.check_owner(owner)
+    train, cal = _zoo_splits(m, owner, positives, negatives, zoo, seed, progress)
+    built = m.build(owner, train, seed, progress)
+    fp = _new_fingerprint(m, owner, built, seed)
+    if cal is not None and len(cal):
+        fp.calibration = calibrate_fingerprint(fp, cal, target_fpr)
+    return fp
+
+
+def _new_fingerprint(m: Method, owner: Owner, built: Built, seed: int) -> Fingerprint:
+    from .modelio import state_digest
+
+    meta = {"owner_digest": state_digest(owner.model), "created": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "library_version": _version(), "seed": seed}
+    return Fingerprint(m.name, owner.task, m.settings, owner.spec, built, None, meta)
+
+
+def calibrate_fingerprint(fp: Fingerprint, split: ZooSplit, target_fpr: float = 0.01) -> Calibration:
+    """Score a calibration split and pick the threshold; positives only move it within the gap."""
+    m = fp.method_object()
+    neg = [m.score(fp, Suspect(z.model, z.name))[0] for z in split.negatives]
+    pos = [m.score(fp, Suspect(z.model, z.name))[0] for z in split.positives]
+    return calibrate(neg, pos, target_fpr, m.default_threshold)
+
+
+def _zoo_splits(m: Method, owner: Owner, positives: list[Any] | None, negatives: list[Any] | None,
+                zoo: Zoo | None, seed: int, progress: bool) -> tuple[ZooSplit | None, ZooSplit | None]:
+    if m.zoo_use == "none":
+        return None, None
+    if positives is not None or negatives is not None:
+        pos = as_zoo_models(list(positives or []), True, "given")
+        neg = as_zoo_models(list(negatives or []), False, "given")
+        if m.zoo_use == "calibrate":
+            return None, ZooSplit(pos, neg)
+        return ZooSplit(pos[0::2], neg[0::2]), ZooSplit(pos[1::2], neg[1::2])
+    if zoo is None:
+        from .zoo.builder import build_zoo
+
+        zoo = build_zoo(owner, seed=seed, progress=progress)
+    return zoo.split("train"), zoo.split("calibration")
+
+
+def protect(model: Any, method: str = "passport", task: str = "classification", data: Any = None,
+            labels: Any = None, seed: int = 0, progress: bool = True, **options: Any) -> tuple[Any, Fingerprint]:
+    """Embed a watermark while training; return the deployable model and its private key (a Fingerprint)."""
+    from .loading import load_model
+
+    model = load_model(model) if isinstance(model, str) else model
+    owner = make_owner(model, task, data, labels)
+    cls = get_method_class(method)
+    m = cls(**{k: v for k, v in options.items() if k in cls.defaults})
+    m.check_owner(owner)
+    deployed, built = m.protect(owner, seed, progress, **{k: v for k, v in options.items() if k not in cls.defaults})
+    return deployed, _new_fingerprint(m, make_owner(deployed, task, data, labels), built, seed)
+
+
+__all__ = ["Fingerprint", "fingerprint", "load_fingerprint", "protect", "calibrate_fingerprint", "ZooModel"]

@@ -1,0 +1,168 @@
+"""The method interface every fingerprint or watermark plugin implements, and the owner context it receives."""
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import NotApplicableError, ShapeMismatchError, UnknownMethodError, UsageError
+from .tasks import TASKS, check_task
+
+if TYPE_CHECKING:
+    from .fingerprints import Fingerprint
+    from .suspect import Suspect
+    from .zoo.spec import ZooSplit
+
+
+def to_tensor(value: Any) -> torch.Tensor | None:
+    if value is None:
+        return None
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    return torch.as_tensor(np.asarray(value))
+
+
+@dataclass
+class Owner:
+    """The protected model and what the owner knows about its inputs."""
+
+    model: Any
+    task: str
+    data: torch.Tensor | None
+    labels: torch.Tensor | None
+    input_shape: tuple[int, ...]
+    output_dim: int
+    domain: tuple[float, float] | None  #: valid input range; None for latent (generator) inputs
+
+    @property
+    def module(self) -> nn.Module | None:
+        return self.model if isinstance(self.model, nn.Module) else None
+
+    @property
+    def latent_dim(self) -> int | None:
+        return int(np.prod(self.input_shape)) if self.task == "generation" else None
+
+    def sample_inputs(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """Realistic inputs: owner data rows (classification / regression) or N(0, 1) latents (generation)."""
+        if self.task == "generation" or self.data is None:
+            x = torch.randn(n, *self.input_shape, generator=generator)
+            if self.domain is not None:
+                lo, hi = self.domain
+                x = lo + (hi - lo) * torch.rand(n, *self.input_shape, generator=generator)
+            return x
+        idx = torch.randint(len(self.data), (n,), generator=generator)
+        return self.data[idx].reshape(n, *self.input_shape).clone()
+
+    def clamp(self, x: torch.Tensor) -> torch.Tensor:
+        """Project inputs back into the valid domain."""
+        return x if self.domain is None else x.clamp(*self.domain)
+
+    def train_xy(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Arguments for :func:`fp_registry.training.fit`: generators learn to match the data itself."""
+        if self.task == "generation":
+            return None, self.data
+        return self.data, self.labels
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return {"input_shape": list(self.input_shape), "output_dim": self.output_dim,
+                "domain": list(self.domain) if self.domain else None, "input_kind": "float32"}
+
+
+def make_owner(model: Any, task: str, data: Any = None, labels: Any = None,
+               input_shape: tuple[int, ...] | None = None) -> Owner:
+    """Infer input shape, output size and domain from the model and the owner's data."""
+    from .suspect import Suspect
+
+    check_task(task)
+    x, y = to_tensor(data), to_tensor(labels)
+    if x is not None:
+        x = x.to(torch.float32)
+    if task == "generation":
+        shape = tuple(input_shape) if input_shape else _latent_shape(model)
+        domain = None
+    else:
+        if x is None and input_shape is None:
+            raise UsageError("cannot infer the input shape", "pass data=X (owner inputs) or input_shape=(...)")
+        shape = tuple(input_shape) if input_shape else tuple(x.shape[1:])
+        domain = (float(x.min()), float(x.max())) if x is not None else None
+    probe = torch.zeros(2, *shape) if x is None or task == "generation" else x[:2].reshape(-1, *shape)
+    raw = Suspect(model, name="owner").raw(probe)
+    out_dim = int(np.prod(raw.shape[1:])) if raw.ndim > 1 else 1
+    if task == "classification" and y is not None:
+        y = y.long()
+    return Owner(model, task, x, y, shape, out_dim, domain)
+
+
+def _latent_shape(model: Any) -> tuple[int, ...]:
+    if isinstance(model, nn.Module):
+        for module in model.modules():
+            if isinstance(module, nn.Linear):
+                return (module.in_features,)
+    raise ShapeMismatchError("cannot infer the generator's latent shape", "pass input_shape=(latent_dim,)")
+
+
+@dataclass
+class Built:
+    """What a method produces: tensors grouped by file, plus JSON-able info for the manifest."""
+
+    tensors: dict[str, dict[str, torch.Tensor]]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Method(ABC):
+    """Base class of fingerprint and watermark methods; subclasses register through ``register_methods``."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    tasks: ClassVar[tuple[str, ...]] = TASKS
+    #: "none": needs no zoo; "calibrate": zoo only sets the threshold; "train": the verifier learns from the zoo
+    zoo_use: ClassVar[str] = "calibrate"
+    access: ClassVar[str] = "black-box"
+    fidelity: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = {}
+    default_threshold: ClassVar[float] = 0.5
+
+    def __init__(self, **settings: Any) -> None:
+        unknown = set(settings) - set(self.defaults)
+        if unknown:
+            raise UsageError(f"unknown setting(s) for {self.name}: {', '.join(sorted(unknown))}",
+                             f"known: {', '.join(sorted(self.defaults)) or 'none'}")
+        self.settings: dict[str, Any] = {**self.defaults, **settings}
+
+    def check_owner(self, owner: Owner) -> None:
+        """Raise NotApplicableError when the owner model or task is out of scope."""
+        if owner.task not in self.tasks:
+            raise NotApplicableError(f"method {self.name} does not support task {owner.task!r} "
+                                     f"(supports: {', '.join(self.tasks)})")
+
+    @abstractmethod
+    def build(self, owner: Owner, zoo: "ZooSplit | None", seed: int, progress: bool) -> Built:
+        """Create the fingerprint (and train the verifier on ``zoo`` when ``zoo_use == 'train'``)."""
+
+    @abstractmethod
+    def score(self, fp: "Fingerprint", suspect: "Suspect") -> tuple[float, dict[str, Any]]:
+        """Query the suspect and return a score in [0, 1] (higher = derived) and JSON-able evidence."""
+
+    def p_value(self, fp: "Fingerprint", score: float, evidence: dict[str, Any]) -> float | None:
+        """Default: empirical p-value against the calibration negatives."""
+        return fp.calibration.p_value(score) if fp.calibration and math.isfinite(score) else None
+
+    def protect(self, owner: Owner, seed: int, progress: bool, **options: Any) -> tuple[nn.Module, Built]:
+        """Watermark methods embed while training: return (deployable model, key). Fingerprints do not."""
+        raise NotApplicableError(f"method {self.name} is a fingerprint, not a watermark",
+                                 "use fpr.fingerprint(...) for it, or method='passport' with protect")
+
+
+def get_method_class(name: str) -> type[Method]:
+    from .plugins import methods
+
+    table = methods()
+    if name not in table:
+        raise UnknownMethodError(name, list(table))
+    return table[name]

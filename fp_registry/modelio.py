@@ -1,0 +1,146 @@
+"""Safe model persistence: safetensors + config for reference nets, torch.export programs, no pickles."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from . import nets
+from .errors import ModelLoadError, UnsafeFormatError
+
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".ckpt")
+
+
+def atomic_dir(target: Path) -> "_AtomicDir":
+    """Context manager: write into a temp sibling, then swap it into place (no half-written dirs)."""
+    return _AtomicDir(Path(target))
+
+
+class _AtomicDir:
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __enter__(self) -> Path:
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.", dir=self.target.parent))
+        return self.tmp
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        old = None
+        if self.target.exists():
+            old = self.target.with_name(f".{self.target.name}.old-{os.getpid()}")
+            os.replace(self.target, old)
+        os.replace(self.tmp, self.target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def save_model(model: nn.Module, path: str | os.PathLike[str], meta: dict[str, Any] | None = None) -> Path:
+    """Save a reference architecture as ``model.safetensors`` + ``config.json`` (atomically)."""
+    from safetensors.torch import save_file
+
+    if not isinstance(model, nets.RefNet):
+        raise ModelLoadError(f"cannot save {type(model).__name__} as a reference model",
+                             "save it with torch.export.save(...) as a .pt2 program instead")
+    target = Path(path)
+    with atomic_dir(target) as tmp:
+        state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / "model.safetensors"))
+        (tmp / "config.json").write_text(json.dumps({"fp_registry_arch": model.arch, "config": model.config,
+                                                     "meta": meta or {}}, indent=1))
+    return target
+
+
+def load_reference(path: Path) -> nn.Module:
+    """Load a directory written by :func:`save_model`."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        cfg = json.loads((path / "config.json").read_text())
+        model = nets.build(cfg["fp_registry_arch"], cfg["config"])
+        model.load_state_dict(load_file(str(path / "model.safetensors")))
+    except (OSError, KeyError, ValueError, RuntimeError, SafetensorError) as exc:
+        raise ModelLoadError(f"{path} is not a valid fp-registry model directory: {exc.__class__.__name__}: "
+                             f"{str(exc)[:200]}") from exc
+    return model.eval()
+
+
+def load_path(path: str | os.PathLike[str], allow_pickle: bool = False) -> nn.Module:
+    """Load a model file or directory by its format; pickles only with ``allow_pickle`` and weights_only."""
+    p = Path(path)
+    if not p.exists():
+        raise ModelLoadError(f"{p} does not exist", "check the path or URI")
+    if p.is_dir():
+        if (p / "config.json").exists() and (p / "model.safetensors").exists():
+            return load_reference(p)
+        pt2 = sorted(p.rglob("*.pt2"))
+        if pt2:
+            return load_pt2(pt2[0])
+        raise ModelLoadError(f"{p} holds no model.safetensors+config.json and no .pt2 program")
+    if p.suffix == ".pt2":
+        return load_pt2(p)
+    if p.suffix in PICKLE_SUFFIXES:
+        if not allow_pickle:
+            raise UnsafeFormatError(f"{p.name} is a pickle-based file")
+        return _load_pickle_weights_only(p)
+    raise ModelLoadError(f"unknown model format {p.suffix!r} for {p.name}")
+
+
+def load_pt2(path: Path) -> nn.Module:
+    """Load a ``torch.export`` program and return a callable module."""
+    try:
+        program = torch.export.load(str(path))
+    except Exception as exc:  # torch raises many types for a corrupt archive
+        raise ModelLoadError(f"{path.name} is not a valid torch.export program: {exc.__class__.__name__}") from exc
+    return program.module()
+
+
+def _load_pickle_weights_only(path: Path) -> nn.Module:
+    try:
+        obj = torch.load(str(path), weights_only=True, map_location="cpu")
+    except Exception as exc:
+        raise ModelLoadError(f"{path.name} could not be loaded with weights_only=True: {str(exc)[:160]}",
+                             "only plain tensors and state dicts can be loaded safely") from exc
+    if isinstance(obj, nn.Module):
+        return obj.eval()
+    raise ModelLoadError(f"{path.name} holds a {type(obj).__name__}, not a model",
+                         "a state dict needs its architecture: save a reference model directory or a .pt2")
+
+
+def state_digest(model: Any) -> str:
+    """SHA-256 over the model's tensors (names and bytes); identifies the owner without revealing it."""
+    h = hashlib.sha256()
+    if isinstance(model, nn.Module):
+        for name, tensor in sorted(model.state_dict().items()):
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    else:
+        h.update(repr(model).encode())
+    return h.hexdigest()
+
+
+def cached_model(key: str, make: Callable[[], nn.Module]) -> nn.Module:
+    """Return the model cached under ``key`` or build, save and return it."""
+    from .config import cache_dir
+
+    path = cache_dir() / "models" / key.replace("/", "__")
+    if path.exists():
+        try:
+            return load_reference(path)
+        except ModelLoadError:
+            shutil.rmtree(path, ignore_errors=True)  # a corrupt cache entry is rebuilt, never trusted
+    model = make()
+    if isinstance(model, nets.RefNet):
+        save_model(model, path, meta={"lineage": key})
+    return model

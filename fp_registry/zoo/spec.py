@@ -1,0 +1,67 @@
+"""Zoo records: attacks, lineage-named suspect models and the train / calibration / test splits."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from torch import nn
+
+SPLITS = ("train", "calibration", "test")
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """A registered model transformation; ``derived`` is False for recipes that make independent models."""
+
+    name: str
+    fn: Callable[..., nn.Module]
+    family: str
+    derived: bool = True
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ZooModel:
+    """One suspect of the zoo, named by lineage (``digits-mlp/finetune(all,lr=1e-3)/prune(0.5)``)."""
+
+    name: str
+    model: Any
+    derived: bool
+    family: str
+    split: str = "test"
+    utility: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ZooSplit:
+    """Derived (positive) and independent (negative) models of one split."""
+
+    positives: list[ZooModel] = field(default_factory=list)
+    negatives: list[ZooModel] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.positives) + len(self.negatives)
+
+
+@dataclass
+class Zoo:
+    """All members; ``zoo.split("train")`` gives one split."""
+
+    members: list[ZooModel]
+
+    def split(self, name: str) -> ZooSplit:
+        return ZooSplit([m for m in self.members if m.split == name and m.derived],
+                        [m for m in self.members if m.split == name and not m.derived])
+
+
+def as_zoo_models(models: list[Any], derived: bool, split: str) -> list[ZooModel]:
+    """Wrap user-given positives / negatives (modules, callables, (name, model) pairs or ZooModels)."""
+    out = []
+    for i, m in enumerate(models):
+        if isinstance(m, ZooModel):
+            out.append(m)
+        elif isinstance(m, tuple) and len(m) == 2:
+            out.append(ZooModel(str(m[0]), m[1], derived, "given", split))
+        else:
+            out.append(ZooModel(f"{'derived' if derived else 'independent'}-{i}", m, derived, "given", split))
+    return out

@@ -1,0 +1,1 @@
+"""fp-registry upload hooks, webhook receiver and queue (installed as fp_registry.hooks)."""

@@ -1,0 +1,1 @@
+"""fp-registry integrations with registries (installed as fp_registry.integrations)."""
