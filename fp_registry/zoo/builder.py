@@ -1,0 +1,141 @@
+"""Build the suspect zoo of any owner: derived models through attacks, independent models through retraining."""
+from __future__ import annotations
+
+import hashlib
+import warnings
+import zlib
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..errors import UsageError
+from ..methods import Owner
+from .attacks import AttackContext
+from .recipes import SEED_BASE, Recipe, Step, recipes
+from .spec import SPLITS, Zoo, ZooModel
+
+DEFAULT_SIZE = 20  #: positives and negatives per split (the recipes give a few more; this caps them)
+
+
+def make_context(owner: Owner, alt_data: tuple[Any, Any] | None = None) -> AttackContext:
+    """Attack context of ``owner``; without ``alt_data`` the "other" data is a fixed half of the owner's data."""
+    x, y = owner.data, owner.labels
+    if x is None:
+        raise UsageError("building a zoo needs the owner's data", "pass data=X (and labels=y) to fingerprint()")
+    if alt_data is not None:
+        ax = torch.as_tensor(alt_data[0]).float()
+        ay = None if alt_data[1] is None else torch.as_tensor(alt_data[1])
+        ay = ay.long() if ay is not None and owner.task == "classification" else ay
+    else:
+        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(777))[len(x) // 2:]
+        ax, ay = x[perm], None if y is None else y[perm]
+    return AttackContext(owner.task, x, y, ax, ay, owner.input_shape, owner.output_dim, owner.latent_dim)
+
+
+def plan(task: str, sizes: dict[str, Any] | None = None,
+         holdout_families: tuple[str, ...] = ()) -> list[tuple[str, Recipe]]:
+    """(split, recipe) pairs; held-out families appear in the test split only."""
+    out = []
+    for split in SPLITS:
+        pos, neg = recipes(split, task)
+        if split != "test":
+            pos = [r for r in pos if r.family not in holdout_families]
+            neg = [r for r in neg if r.family not in holdout_families]
+        n_pos, n_neg = _size(sizes, split)
+        out += [(split, r) for r in pos[:n_pos]] + [(split, r) for r in neg[:n_neg]]
+    return out
+
+
+def _size(sizes: dict[str, Any] | None, split: str) -> tuple[int, int]:
+    value = (sizes or {}).get(split)
+    if value is None:
+        return 10**6, 10**6  # all recipes of the split (at least DEFAULT_SIZE each)
+    return (int(value[0]), int(value[1])) if isinstance(value, (tuple, list)) else (int(value), int(value))
+
+
+def step_seed(zoo_seed: int, split: str, prefix: str) -> int:
+    """A seed fixed by the zoo seed, the split and the lineage, so a shared parent is the same model."""
+    return 10000 * zoo_seed + SEED_BASE[split] + zlib.crc32(prefix.encode()) % 997
+
+
+class _Runner:
+    """Applies recipe chains, memoising every prefix in memory and (when caching) on disk."""
+
+    def __init__(self, owner: Owner, ctx: AttackContext, zoo_seed: int, cache: bool, key_root: str) -> None:
+        from ..plugins import attacks
+
+        self.owner, self.ctx, self.zoo_seed, self.cache, self.key_root = owner, ctx, zoo_seed, cache, key_root
+        self.attacks = attacks()
+        self.memo: dict[str, nn.Module] = {}
+
+    def run(self, split: str, recipe: Recipe) -> tuple[nn.Module, list[str]]:
+        model: nn.Module = self.owner.model
+        key, labels = self.key_root, []
+        for st in recipe.steps:
+            seed = step_seed(self.zoo_seed, split, f"{key}/{st.label()}")
+            key = f"{key}/{st.label(seed)}"
+            labels.append(st.label(seed if st.attack == "retrain" else None))
+            model = self._get(key, lambda parent=model, st=st, seed=seed: self._apply(parent, st, seed))
+        return model, labels
+
+    def _get(self, key: str, make: Callable[[], nn.Module]) -> nn.Module:
+        if key not in self.memo:
+            if self.cache:
+                from ..modelio import cached_model
+
+                self.memo[key] = cached_model(key, make)
+            else:
+                self.memo[key] = make()
+        return self.memo[key]
+
+    def _apply(self, parent: nn.Module, st: Step, seed: int) -> nn.Module:
+        if st.attack not in self.attacks:
+            raise UsageError(f"unknown attack {st.attack!r}", f"known: {', '.join(sorted(self.attacks))}")
+        self.ctx.seed = seed
+        torch.manual_seed(seed)
+        return self.attacks[st.attack].fn(parent, self.ctx, **st.kwargs).eval()
+
+
+def _key_root(owner: Owner, ctx: AttackContext) -> str:
+    from ..modelio import state_digest
+
+    h = hashlib.sha256(ctx.alt_x.contiguous().numpy().tobytes()).hexdigest()[:8]
+    return f"zoo-{state_digest(owner.model)[:16]}-{h}"
+
+
+def utility(model: nn.Module, ctx: AttackContext) -> dict[str, float]:
+    """Accuracy / MSE / MMD on the "other" data (never the owner's training rows when it is given)."""
+    from ..training import evaluate_utility
+
+    if ctx.task == "generation":
+        return evaluate_utility(model, ctx.task, None, ctx.alt_x[:256], ctx.latent_dim)
+    return evaluate_utility(model, ctx.task, ctx.alt_x, ctx.alt_y)
+
+
+def build_zoo(owner: Owner, *, seed: int = 0, progress: bool = True, sizes: dict[str, Any] | None = None,
+              holdout_families: tuple[str, ...] = (), cache: bool = True, name: str | None = None,
+              alt_data: tuple[Any, Any] | None = None) -> Zoo:
+    """Derived (positive) and independent (negative) models of ``owner`` in disjoint train/calibration/test splits.
+
+    ``sizes`` caps positives and negatives per split (``{"test": 10}`` or ``{"test": (10, 12)}``);
+    ``holdout_families`` keeps those families out of train and calibration; ``alt_data=(X, y)`` is data disjoint
+    from the owner's (default: half of the owner's data); ``name`` is the lineage root (default ``owner``).
+    """
+    from tqdm.auto import tqdm
+
+    if owner.module is None:
+        raise UsageError("building a zoo needs the owner as a torch module", "load it with fp_registry.load_model")
+    ctx = make_context(owner, alt_data)
+    runner = _Runner(owner, ctx, seed, cache, _key_root(owner, ctx))
+    members: list[ZooModel] = []
+    for split, recipe in tqdm(plan(owner.task, sizes, holdout_families), desc="zoo", unit="model",
+                              disable=not progress):
+        try:
+            model, labels = runner.run(split, recipe)
+        except (ValueError, RuntimeError) as exc:  # e.g. permutation of an architecture we cannot parse
+            warnings.warn(f"zoo: skipped {'/'.join(s.label() for s in recipe.steps)}: {exc}", stacklevel=2)
+            continue
+        members.append(ZooModel("/".join([name or "owner", *labels]), model, recipe.derived, recipe.family,
+                                split, utility(model, ctx)))
+    return Zoo(members)
