@@ -78,10 +78,20 @@ class Suspect:
                                      f"the fingerprint expects {output_dim}")
         return out
 
-    def labels(self, x: torch.Tensor) -> torch.Tensor:
-        """Top-1 labels (what a label-only API returns)."""
+    def labels(self, x: torch.Tensor, n_classes: int | None = None) -> torch.Tensor:
+        """Top-1 labels (what a label-only API returns); ``n_classes`` checks the output width."""
         raw = self.raw(x)
-        return raw.round().long().reshape(-1) if raw.ndim == 1 else raw.reshape(len(raw), -1).argmax(1)
+        if raw.ndim == 1 or (raw.ndim == 2 and raw.shape[1] == 1 and n_classes != 1):
+            out = raw.round().long().reshape(-1)
+            width = int(out.max()) + 1 if len(out) else 0
+        else:
+            out = raw.reshape(len(raw), -1).argmax(1)
+            width = raw.reshape(len(raw), -1).shape[1]
+        if n_classes is not None and (width > n_classes or (raw.ndim == 2 and raw.shape[1] > 1
+                                                             and width != n_classes)):
+            raise ShapeMismatchError(f"suspect {self.name} returns {width} classes, the fingerprint expects "
+                                     f"{n_classes}")
+        return out
 
 
 class _eval_mode:
