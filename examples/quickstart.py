@@ -1,31 +1,17 @@
 """Quickstart: fingerprint a digits classifier, then check an exact copy, a fine-tuned copy and an independent model."""
 from __future__ import annotations
 
-import copy
 import sys
 import tempfile
+from pathlib import Path
 
-import torch
-
-import fp_registry as fpr
-from fp_registry.scenarios import get_scenario, owner_inputs, train_owner
-from fp_registry.training import fit
+from fp_registry.demo import run_local_demo
 
 
 def main(registry: str) -> int:
-    torch.set_num_threads(2)
-    owner = train_owner("digits-mlp", seed=0)
-    independents = [train_owner("digits-mlp", seed=s) for s in (1, 2, 3, 4, 5)]
-    entry = fpr.register_model(owner, f"file://{registry}", method="ipguard", model_uri="digits-mlp/owner",
-                               negatives=independents[:4], progress=False, **owner_inputs("digits-mlp"))
-    x_other, y_other = get_scenario("digits-mlp").load_data().other
-    finetuned = fit(copy.deepcopy(owner), "classification", x_other, y_other, epochs=3, seed=9)
-    suspects = {"exact copy": copy.deepcopy(owner), "fine-tuned copy": finetuned,
-                "independent (seed 5)": independents[4]}
-    print(f"protected {entry.model_uri} in {registry}")
-    for name, model in suspects.items():
-        [v] = fpr.check_suspect(model, f"file://{registry}")
-        print(f"{name:22s} verdict={v.label:6s} score={v.score:.3f} threshold={v.threshold:.3f} p={v.p_value}")
+    for row in run_local_demo(Path(registry)):
+        print(f"{row['suspect']:40s} verdict={row['verdict']:6s} score={row['score']:.3f} "
+              f"threshold={row['threshold']:.3f} p={row['p_value']}")
     return 0
 
 

@@ -1,6 +1,7 @@
-"""The quickstart example runs on the local backend and reaches the documented verdicts."""
+"""The quickstart example (the same flow as ``fpreg demo``) runs on the local backend and reaches the right verdicts."""
 from __future__ import annotations
 
+import re
 import runpy
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,6 @@ def test_quickstart(tmp_path: Path, capsys: Any) -> None:
     module = runpy.run_path(str(ROOT / "examples" / "quickstart.py"))
     assert module["main"](str(tmp_path / "registry")) == 0
     out = capsys.readouterr().out
-    assert "exact copy             verdict=match" in out
-    assert "fine-tuned copy        verdict=match" in out
-    assert "independent (seed 5)   verdict=clean" in out
+    assert re.search(r"exact copy\s+verdict=match", out)
+    assert re.search(r"fine-tuned copy.*verdict=match", out)
+    assert re.search(r"independent model.*verdict=clean", out)

@@ -33,6 +33,27 @@ def protect(model: str, method: str, task: str, data: str, out: str, signature: 
     click.echo(f"deployable model: {Path(out) / 'model'}\nprivate key (never publish it): {Path(out) / 'key'}")
 
 
+@click.command()
+@click.option("--registry", type=click.Path(), help="Registry directory (default: FP_REGISTRY_HOME/demo-registry).")
+@click.option("--json", "as_json", is_flag=True)
+def demo(registry: str | None, as_json: bool) -> None:
+    """Protect a digits model, then check an exact copy, a fine-tuned copy and an independent model."""
+    from pathlib import Path
+
+    from fp_registry.config import home_dir
+    from fp_registry.demo import run_local_demo
+    from fp_registry.render import echo_json, table
+
+    path = Path(registry) if registry else home_dir() / "demo-registry"
+    rows = run_local_demo(path, echo=(lambda *a: None) if as_json else click.echo)
+    if as_json:
+        echo_json(rows)
+        return
+    click.echo(table(rows, ["suspect", "verdict", "score", "threshold", "p_value"]))
+    click.echo(f"registry: file://{path} (fingerprints are secrets: keep it private)")
+
+
 @hookimpl
 def register_commands(cli: Any) -> None:
     cli.add_command(protect)
+    cli.add_command(demo)
