@@ -198,12 +198,15 @@ def extract_labels(model: nn.Module, ctx: AttackContext, arch: str = "same", ste
     return fit(student, "classification", q, labels, steps=steps, lr=lr, batch_size=BATCH, seed=ctx.seed)
 
 
-def permute(model: nn.Module, ctx: AttackContext) -> nn.Module:
-    """Function-preserving shuffle of hidden neurons / channels (same outputs, different weight order)."""
+def permute(model: nn.Module, ctx: AttackContext, k: int = 0) -> nn.Module:
+    """Function-preserving shuffle of hidden neurons / channels (same outputs, different weight order).
+
+    ``k`` picks one of many permutations, so each split can use its own.
+    """
     from .permute import check_preserved, permute_hidden
 
     m = copy.deepcopy(model)
-    permute_hidden(m, torch.Generator().manual_seed(ctx.seed))
+    permute_hidden(m, torch.Generator().manual_seed(ctx.seed + 7919 * k))
     if not check_preserved(model, m, ctx.queries(64, ctx.seed)):
         raise ValueError(f"cannot permute {type(model).__name__} without changing its function")
     return m.eval()

@@ -44,11 +44,11 @@ class Recipe:
 # Split-specific settings: (fine-tune lrs/epochs, prune ratios, noise sigmas, distillation steps).
 _SETTINGS: dict[str, dict[str, Any]] = {
     "train": {"ft": [(1e-3, 3), (5e-4, 6)], "prune": [0.3, 0.6], "pft": [0.6, 0.75], "fprune": 0.4,
-              "noise": [0.02, 0.08, 0.15], "kd": 250, "t": 2.0},
+              "noise": [0.02, 0.08, 0.15], "kd": 250, "t": 2.0, "perm": 1},
     "calibration": {"ft": [(7e-4, 4), (2e-3, 2)], "prune": [0.4, 0.7], "pft": [0.5, 0.7], "fprune": 0.6,
-                    "noise": [0.03, 0.07, 0.12], "kd": 350, "t": 3.0},
+                    "noise": [0.03, 0.07, 0.12], "kd": 350, "t": 3.0, "perm": 2},
     "test": {"ft": [(1e-3, 5), (3e-3, 3)], "prune": [0.2, 0.5, 0.8], "pft": [0.8], "fprune": 0.5,
-             "noise": [0.01, 0.05, 0.1], "kd": 300, "t": 4.0},
+             "noise": [0.01, 0.05, 0.1], "kd": 300, "t": 4.0, "perm": 3},
 }
 
 _QUANT = {  # int8 / fp16 are deterministic, so only the test split applies them to the owner directly
@@ -70,7 +70,7 @@ def derived_recipes(split: str) -> list[Recipe]:
             Recipe((step("noise", sigma=s["noise"][0]),), "noise", True),
             Recipe((step("distill", arch="same", steps=s["kd"], temperature=s["t"]),), "distill", True),
             Recipe((step("extract", arch="same", steps=s["kd"]),), "extract", True, ("classification",)),
-            Recipe((step("permute"),), "permute", True),
+            Recipe((step("permute", k=s["perm"]),), "permute", True),
             Recipe((step("finetune", layers="last", lr=lr1, epochs=ep1),), "finetune", True),
             Recipe((step("prune_finetune", ratio=s["pft"][0], lr=lr0, epochs=2),), "stacked", True),
             Recipe((step("fineprune", ratio=s["fprune"], lr=lr0, epochs=2),), "fineprune", True),
@@ -78,7 +78,7 @@ def derived_recipes(split: str) -> list[Recipe]:
             Recipe((step("distill", arch="small", steps=s["kd"], temperature=s["t"]),), "distill", True),
             Recipe((step("extract", arch="small", steps=s["kd"]),), "extract", True, ("classification",)),
             Recipe((step("finetune", layers="last", lr=lr0, epochs=ep0, data="alt"),), "finetune", True),
-            Recipe((step("permute"), step("finetune", layers="all", lr=lr0, epochs=2)), "stacked", True)]
+            Recipe((step("permute", k=s["perm"]), step("finetune", layers="all", lr=lr0, epochs=2)), "stacked", True)]
     out += [Recipe(chain, "quantize", True) for chain in _QUANT[split]]
     out += [Recipe((step("prune", ratio=r),), "prune", True) for r in s["prune"][1:]]
     out += [Recipe((step("noise", sigma=v),), "noise", True) for v in s["noise"][1:]]
@@ -104,12 +104,14 @@ def independent_recipes(split: str) -> list[Recipe]:
             Recipe((homo[1], step("distill", arch="small", steps=s["kd"], temperature=s["t"])),
                    "distilled-independent", False)]
     mods = [step("finetune", layers="all", lr=lr0, epochs=ep0), step("prune", ratio=s["prune"][0]),
-            step("int8"), step("noise", sigma=s["noise"][1]), step("permute"), step("fp16"),
+            step("int8"), step("noise", sigma=s["noise"][1]), step("permute", k=s["perm"]), step("fp16"),
             step("prune_finetune", ratio=s["pft"][0], lr=lr0, epochs=2), step("fineprune", ratio=s["fprune"]),
             step("finetune", layers="last", lr=lr0, epochs=ep0, data="alt")]
     out += [Recipe((homo[i % 4], m), "homologous-modified", False) for i, m in enumerate(mods)]
     out.append(Recipe((homo[2], step("extract", arch="same", steps=s["kd"])), "homologous-modified", False,
                       ("classification",)))
+    out.append(Recipe((homo[3], step("noise", sigma=s["noise"][2])), "homologous-modified", False,
+                      ("regression", "generation")))
     return out
 
 

@@ -1,0 +1,71 @@
+"""Plugin: ``fpreg evaluate`` -- build a zoo, fingerprint with each method, report test-split metrics."""
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from fp_registry import hookimpl
+
+
+@click.command()
+@click.option("--scenario", "-s", default=None, help="digits-mlp, digits-cnn, diabetes-fcn or digits-gen.")
+@click.option("--methods", "-m", default="ipguard", show_default=True, help="Comma-separated method names.")
+@click.option("--out", "-o", default="report", show_default=True, type=click.Path(),
+              help="Directory for report.json, report.md and the PNG plots.")
+@click.option("--model", default=None, help="Your own model (path or URI) instead of a scenario.")
+@click.option("--data", "-d", default=None, help="With --model: bundled dataset name or .npz with X (and y).")
+@click.option("--task", "-t", default="classification", show_default=True, help="With --model: the task.")
+@click.option("--holdout", default="", help="Comma-separated attack families kept out of train/calibration.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def evaluate(scenario: str | None, methods: str, out: str, model: str | None, data: str | None, task: str,
+             holdout: str, seed: int, as_json: bool, quiet: bool) -> None:
+    """Evaluate METHODS on a scenario's (or your model's) zoo; metrics are measured on the test split only."""
+    import json
+
+    import torch
+
+    from fp_registry.errors import UsageError
+    from fp_registry.evaluation import evaluate as run_scenario
+    from fp_registry.evaluation.report import summary_table
+
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    options: dict[str, Any] = {"holdout_families": tuple(h.strip() for h in holdout.split(",") if h.strip())}
+    if model is not None:
+        report = _own_model(model, data, task, names, out, seed, not quiet, options)
+    elif scenario is not None:
+        report = run_scenario(scenario, names, out, seed=seed, progress=not quiet, **options)
+    else:
+        raise UsageError("nothing to evaluate", "pass --scenario NAME, or --model PATH --data NAME_OR_NPZ --task T")
+    if as_json:
+        click.echo(json.dumps({k: v for k, v in report.items()}, indent=1))
+    else:
+        click.echo(summary_table(report))
+        click.echo(f"\nreport: {out}/report.md")
+
+
+def _own_model(model: str, data: str | None, task: str, names: list[str], out: str, seed: int, progress: bool,
+               options: dict[str, Any]) -> dict[str, Any]:
+    from fp_registry.data import load_data_arg
+    from fp_registry.errors import UsageError
+    from fp_registry.evaluation import evaluate_owner
+    from fp_registry.loading import load_model
+
+    if data is None:
+        raise UsageError("--model needs --data", "pass a bundled dataset name or an .npz with X (and y)")
+    x, y = load_data_arg(data)
+    kwargs = {"task": task, "data": x, "labels": None if task == "generation" else y}
+    if task == "generation":
+        raise UsageError("evaluating your own generator needs its latent size",
+                         "use the Python API: evaluate_owner(model, {'task': 'generation', 'data': X, "
+                         "'input_shape': (latent_dim,)}, methods, out)")
+    return evaluate_owner(load_model(model), kwargs, names, out, name="model", seed=seed, progress=progress,
+                          **options)
+
+
+@hookimpl
+def register_commands(cli: Any) -> None:
+    cli.add_command(evaluate)

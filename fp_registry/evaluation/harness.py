@@ -1,0 +1,123 @@
+"""Evaluate methods on the test split of a zoo: fingerprint once per method, score every unseen suspect."""
+from __future__ import annotations
+
+import time
+import resource
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import NotApplicableError
+from ..methods import make_owner
+from ..zoo.recipes import SAME_ARCH_FAMILIES
+from ..zoo.spec import Zoo
+from . import metrics
+
+
+def bare_forward_seconds(model: nn.Module, queries: list[torch.Tensor], repeats: int = 3) -> float:
+    """Best-of-``repeats`` time of one batched forward pass over exactly the queries a verification sent."""
+    if not queries:
+        return float("nan")
+    x = torch.cat([q.reshape(len(q), *queries[0].shape[1:]) for q in queries])
+    best = float("inf")
+    with torch.no_grad():
+        model.eval()
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(x)
+            best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _recorded_verify(fp: Any, model: nn.Module) -> tuple[Any, list[torch.Tensor]]:
+    """Verify while a forward pre-hook records the inputs the method sent (the module itself is untouched)."""
+    seen: list[torch.Tensor] = []
+    hook = model.register_forward_pre_hook(lambda _m, inp: seen.append(inp[0].detach().clone()))
+    try:
+        verdict = fp.verify(model)
+    finally:
+        hook.remove()
+    return verdict, seen
+
+
+def score_split(fp: Any, zoo: Zoo, split: str = "test") -> list[dict[str, Any]]:
+    """One row per suspect of ``split``: score, decision, queries, seconds and bare-forward seconds."""
+    rows = []
+    for z in (m for m in zoo.members if m.split == split):
+        verdict, seen = _recorded_verify(fp, z.model)
+        rows.append({"name": z.name, "family": z.family, "derived": z.derived, "score": verdict.score,
+                     "is_match": verdict.is_match, "n_queries": verdict.n_queries, "seconds": verdict.seconds,
+                     "forward_seconds": bare_forward_seconds(z.model, seen), "utility": z.utility})
+    return rows
+
+
+def evaluate_method(owner_model: nn.Module, owner_kwargs: dict[str, Any], method: str, zoo: Zoo,
+                    seed: int = 0, progress: bool = False) -> dict[str, Any]:
+    """Fingerprint with ``method`` (zoo train/calibration splits only) and measure it on the test split."""
+    from ..fingerprints import fingerprint
+
+    start = time.perf_counter()
+    try:
+        fp = fingerprint(owner_model, method=method, zoo=zoo, seed=seed, progress=progress, **owner_kwargs)
+    except NotApplicableError as exc:
+        return {"method": method, "status": "not applicable", "reason": str(exc)}
+    fp_seconds = time.perf_counter() - start
+    rows = score_split(fp, zoo, "test")
+    return _result(method, fp.threshold, fp_seconds, peak_rss_mb(), rows)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (torch tensors included, unlike tracemalloc)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _result(method: str, tau: float, fp_seconds: float, peak: float, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    pos = [r["score"] for r in rows if r["derived"]]
+    neg = [r["score"] for r in rows if not r["derived"]]
+    same = [r["score"] for r in rows if not r["derived"] and r["family"] in SAME_ARCH_FAMILIES]
+    verify = sum(r["seconds"] for r in rows) / max(1, len(rows))
+    forward = sum(r["forward_seconds"] for r in rows) / max(1, len(rows))
+    return {"method": method, "status": "ok", "threshold": tau, "overall": metrics.summary(pos, neg, tau),
+            "families": metrics.per_family(rows, tau),
+            "same_arch_fpr": 1 - metrics.uniqueness(same, tau) if same else None,
+            "queries": max((r["n_queries"] for r in rows), default=0), "fingerprint_seconds": fp_seconds,
+            "verify_seconds": verify, "forward_seconds": forward,
+            "verify_forward_ratio": verify / forward if forward > 0 else None,
+            "peak_rss_mb": peak, "suspects": rows}
+
+
+def evaluate_owner(model: nn.Module, owner_kwargs: dict[str, Any], methods: list[str], out_dir: str | Path | None,
+                   *, name: str = "owner", seed: int = 0, alt_data: Any = None, progress: bool = True,
+                   sizes: dict[str, Any] | None = None, holdout_families: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Build the zoo of ``model`` once, evaluate every method, write report.json / report.md / plots."""
+    from ..zoo.builder import build_zoo
+
+    kw = {k: v for k, v in owner_kwargs.items() if k in ("task", "data", "labels", "input_shape")}
+    owner = make_owner(model, kw.get("task", "classification"), kw.get("data"), kw.get("labels"),
+                       kw.get("input_shape"))
+    start = time.perf_counter()
+    zoo = build_zoo(owner, seed=seed, progress=progress, sizes=sizes, holdout_families=holdout_families,
+                    name=name, alt_data=alt_data)
+    zoo_seconds = time.perf_counter() - start
+    results = [evaluate_method(model, kw, m, zoo, seed) for m in methods]
+    report = {"scenario": name, "task": owner.task, "seed": seed, "zoo_seconds": zoo_seconds,
+              "zoo": {s: {"positives": len(zoo.split(s).positives), "negatives": len(zoo.split(s).negatives)}
+                      for s in ("train", "calibration", "test")},
+              "holdout_families": list(holdout_families), "methods": results}
+    if out_dir is not None:
+        from .report import write_report
+
+        write_report(report, Path(out_dir))
+    return metrics.clean(report)
+
+
+def evaluate(scenario: str, methods: list[str], out_dir: str | Path | None = None, seed: int = 0,
+             progress: bool = True, **options: Any) -> dict[str, Any]:
+    """Train (or load) the scenario's owner, then :func:`evaluate_owner` with its disjoint "other" data."""
+    from ..scenarios import get_scenario, owner_inputs, train_owner
+
+    sc = get_scenario(scenario)
+    return evaluate_owner(train_owner(scenario, seed), owner_inputs(scenario), methods, out_dir, name=scenario,
+                          seed=seed, alt_data=sc.load_data().other, progress=progress, **options)

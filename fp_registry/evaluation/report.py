@@ -1,0 +1,77 @@
+"""Write an evaluation report: report.json (everything), report.md (tables) and PNG plots."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .metrics import clean
+
+
+def _f(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return "nan" if value != value else f"{value:.{digits}f}"
+    return str(value)
+
+
+def summary_table(report: dict[str, Any]) -> str:
+    """One Markdown row per method: quality on the test split and cost."""
+    head = ("| method | ARUC | ROC-AUC | TPR@τ | TNR@τ | TPR@1%FPR | same-arch FPR | τ | queries | "
+            "fingerprint s | verify s/suspect | verify/forward |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in report["methods"]:
+        if r.get("status") != "ok":
+            lines.append(f"| {r['method']} | {r.get('status')} |" + " |" * 11)
+            continue
+        o = r["overall"]
+        lines.append(f"| {r['method']} | {_f(o['aruc'])} | {_f(o['roc_auc'])} | {_f(o['tpr'])} | {_f(o['tnr'])} | "
+                     f"{_f(o['tpr_at_1fpr'])} | {_f(r['same_arch_fpr'])} | {_f(r['threshold'])} | {r['queries']} | "
+                     f"{_f(r['fingerprint_seconds'], 1)} | {_f(r['verify_seconds'], 4)} | "
+                     f"{_f(r['verify_forward_ratio'], 2)} |")
+    return "\n".join(lines)
+
+
+def family_table(result: dict[str, Any]) -> str:
+    """Per-family rows: derived families (TPR, MIR, ROC-AUC vs all negatives), independent ones (TNR, FIR)."""
+    lines = ["| family | kind | n | ROC-AUC | TPR / TNR at τ | MIR / FIR |", "|---|---|---|---|---|---|"]
+    for fam, m in result["families"].items():
+        kind = "derived" if m["derived"] else "independent"
+        rate = m.get("tpr", m.get("tnr"))
+        err = m.get("mir", m.get("fir"))
+        lines.append(f"| {fam} | {kind} | {m['n']} | {_f(m['roc_auc'])} | {_f(rate)} | {_f(err)} |")
+    return "\n".join(lines)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    z = report["zoo"]
+    parts = [f"# Evaluation: {report['scenario']} ({report['task']})", "",
+             f"Zoo (seed {report['seed']}, built in {report['zoo_seconds']:.0f} s): "
+             + ", ".join(f"{s} {v['positives']}+/{v['negatives']}-" for s, v in z.items())
+             + ". Metrics on the test split only; thresholds come from the calibration split.", "",
+             summary_table(report), ""]
+    if report.get("holdout_families"):
+        parts.insert(3, f"Held-out families (test only): {', '.join(report['holdout_families'])}.")
+    for r in report["methods"]:
+        if r.get("status") == "ok":
+            parts += [f"## {r['method']} per family", "", family_table(r), "",
+                      f"![curves]({r['method']}_curves.png)", f"![histogram]({r['method']}_hist.png)", ""]
+    return "\n".join(parts)
+
+
+def write_report(report: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Write report.json, report.md and the plots into ``out_dir``; return the written paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = clean(report)
+    paths = [out_dir / "report.json", out_dir / "report.md"]
+    paths[0].write_text(json.dumps(data, indent=1))
+    paths[1].write_text(markdown(data))
+    try:
+        from .plots import plot_method
+    except ImportError:  # matplotlib is the optional "plots" extra
+        return paths
+    for r in data["methods"]:
+        if r.get("status") == "ok":
+            paths += plot_method(r, report["scenario"], out_dir)
+    return paths
