@@ -1,0 +1,39 @@
+"""``fpreg serve``: the webhook receiver and the worker in one process."""
+from __future__ import annotations
+
+import os
+
+import click
+
+
+@click.command("serve")
+@click.option("--registry", "-r", default=lambda: "mlflow+" + os.environ.get("MLFLOW_TRACKING_URI",
+              "http://127.0.0.1:5000"), help="mlflow+http://HOST:PORT of the tracking server")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8765, show_default=True)
+@click.option("--queue", "queue_path", default="fp_registry_queue.db", show_default=True)
+@click.option("--reconcile-every", default=300.0, show_default=True, help="seconds between reconciliation sweeps")
+def serve(registry: str, host: str, port: int, queue_path: str, reconcile_every: float) -> None:
+    """Receive MLflow webhooks at http://HOST:PORT/webhooks/mlflow (secret: $FP_REGISTRY_WEBHOOK_SECRET)."""
+    import threading
+
+    import uvicorn
+
+    from .queue import Queue
+    from .receiver import create_app
+    from .worker import mlflow_processor, reconcile_mlflow, run_forever
+
+    secret = os.environ.get("FP_REGISTRY_WEBHOOK_SECRET", "")
+    if not secret:
+        raise click.UsageError("set FP_REGISTRY_WEBHOOK_SECRET to the secret given to MLflow's create_webhook")
+    queue = Queue(queue_path)
+    stop = threading.Event()
+    worker = threading.Thread(target=run_forever, daemon=True,
+                              args=(queue, mlflow_processor(registry), stop),
+                              kwargs={"reconcile": lambda: reconcile_mlflow(queue, registry),
+                                      "reconcile_every_s": reconcile_every})
+    worker.start()
+    try:
+        uvicorn.run(create_app(queue, secret), host=host, port=port, log_level="warning")
+    finally:
+        stop.set()
