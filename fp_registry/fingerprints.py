@@ -134,6 +134,12 @@ def _zoo_splits(m: Method, owner: Owner, positives: list[Any] | None, negatives:
         if m.zoo_use == "calibrate":
             return None, ZooSplit(pos, neg)
         return ZooSplit(pos[0::2], neg[0::2]), ZooSplit(pos[1::2], neg[1::2])
+    if zoo is None and m.zoo_use == "calibrate" and owner.data is None:
+        import warnings  # data-free methods still work; only the calibrated threshold is missing
+
+        warnings.warn(f"no owner data and no zoo: {m.name} uses its default threshold "
+                      f"{m.default_threshold} (pass data= or negatives= to calibrate)", stacklevel=3)
+        return None, None
     if zoo is None:
         from .zoo.builder import build_zoo
 

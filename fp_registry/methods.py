@@ -88,6 +88,8 @@ def make_owner(model: Any, task: str, data: Any = None, labels: Any = None,
         domain = None
     else:
         if x is None and input_shape is None:
+            input_shape = _module_input_shape(model)  # data-free methods (TAFA) need only the weights
+        if x is None and input_shape is None:
             raise UsageError("cannot infer the input shape", "pass data=X (owner inputs) or input_shape=(...)")
         shape = tuple(input_shape) if input_shape else tuple(x.shape[1:])
         domain = (float(x.min()), float(x.max())) if x is not None else None
@@ -97,6 +99,20 @@ def make_owner(model: Any, task: str, data: Any = None, labels: Any = None,
     if task == "classification" and y is not None:
         y = y.long()
     return Owner(model, task, x, y, shape, out_dim, domain)
+
+
+def _module_input_shape(model: Any) -> tuple[int, ...] | None:
+    """Flat input shape from a reference net's config or a leading nn.Linear; None when unknown."""
+    config = getattr(model, "config", None)
+    if isinstance(config, dict) and "in_features" in config:
+        return (int(config["in_features"]),)
+    if isinstance(config, dict) and "side" in config:
+        return (int(config.get("in_channels", 1)), int(config["side"]), int(config["side"]))
+    if isinstance(model, nn.Module):
+        first = next((m for m in model.modules() if not list(m.children())), None)
+        if isinstance(first, nn.Linear):
+            return (first.in_features,)
+    return None
 
 
 def _latent_shape(model: Any) -> tuple[int, ...]:
