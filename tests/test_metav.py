@@ -1,0 +1,122 @@
+"""MetaV: task-agnostic build and verify, save/load, calibration on the calibration split, shape errors."""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import torch
+
+import fp_registry as fpr
+from fp_registry.calibration import choose_threshold
+from fp_registry.errors import ShapeMismatchError, UsageError
+
+SETTINGS = {"n_queries": 10, "steps": 60, "eval_every": 10, "patience": 3}
+
+
+def _train(name: str, seed: int, epochs: int) -> torch.nn.Module:
+    from fp_registry.scenarios import get_scenario
+
+    sc = get_scenario(name)
+    x, y = sc.load_data().owner
+    if sc.task == "generation":
+        x, y = None, x
+    return sc.train(sc.build(seed), x, y, seed, epochs=epochs).eval()
+
+
+def _noised(model: torch.nn.Module, seed: int, sigma: float) -> torch.nn.Module:
+    """A derived copy: small relative Gaussian noise on every weight."""
+    m = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(sigma * p.abs().mean() * torch.randn(p.shape, generator=g))
+    return m.eval()
+
+
+def _case(name: str) -> dict[str, Any]:
+    from fp_registry.scenarios import owner_inputs
+
+    epochs = 4
+    owner = _train(name, 0, epochs)
+    positives = [_noised(owner, s, 0.02 + 0.01 * (s % 3)) for s in range(6)]
+    negatives = [_train(name, 100 + s, epochs) for s in range(5)]
+    kw = owner_inputs(name)
+    fp = fpr.fingerprint(owner, method="metav", positives=positives[:4], negatives=negatives[:4], progress=False,
+                         **kw, **SETTINGS)
+    return {"fp": fp, "owner": owner, "kw": kw, "pos": positives, "neg": negatives}
+
+
+@pytest.fixture(scope="module", params=["digits-mlp", "diabetes-fcn", "digits-gen"])
+def case(request: pytest.FixtureRequest) -> dict[str, Any]:
+    torch.manual_seed(0)
+    return _case(request.param)
+
+
+def test_separates_unseen_models_on_every_task(case: dict[str, Any]) -> None:
+    fp = case["fp"]
+    assert fp.method == "metav" and set(fp.tensors) == {"queries", "verifier"}
+    unseen_pos = [fp.verify(m).score for m in case["pos"][4:]]  # never in training or calibration
+    unseen_neg = [fp.verify(m).score for m in case["neg"][4:]]
+    assert all(0.0 <= s <= 1.0 for s in unseen_pos + unseen_neg)
+    assert min(unseen_pos) > max(unseen_neg)
+    assert fp.verify(case["owner"]).is_match
+
+
+def test_queries_stay_in_domain_and_artifact_holds_no_owner_weights(case: dict[str, Any]) -> None:
+    fp = case["fp"]
+    x = fp.tensors["queries"]["x"]
+    assert x.shape[0] == SETTINGS["n_queries"]
+    if fp.spec["domain"] is not None:
+        lo, hi = fp.spec["domain"]
+        assert float(x.min()) >= lo and float(x.max()) <= hi
+    # only the verifier MLP (N*m -> 128 -> 64 -> 32 -> 1) and its input normalisation, no owner weights
+    v = fp.tensors["verifier"]
+    assert set(v) == {f"{i}.{k}" for i in (0, 2, 4, 6) for k in ("weight", "bias")} | {"shift", "scale"}
+    assert v["0.weight"].shape == (128, SETTINGS["n_queries"] * fp.spec["output_dim"])
+    assert fp.info["verifier"]["hidden"] == [128, 64, 32]
+
+
+def test_save_load_round_trip_gives_identical_scores(case: dict[str, Any], tmp_path: Any) -> None:
+    fp = case["fp"]
+    fp.save(tmp_path / "fp")
+    again = fpr.load_fingerprint(tmp_path / "fp")
+    for m in [case["owner"], case["pos"][5], case["neg"][4]]:
+        a, b = fp.verify(m), again.verify(m)
+        assert a.score == b.score and a.threshold == b.threshold and a.p_value == b.p_value
+
+
+def test_threshold_is_calibrated_on_the_calibration_split(case: dict[str, Any]) -> None:
+    fp = case["fp"]
+    cal = fp.calibration
+    # fingerprint() sends the odd-indexed given models to calibration: 2 positives, 2 negatives
+    assert len(cal.negative_scores) == 2 and len(cal.positive_scores) == 2
+    neg = [fp.verify(m).score for m in case["neg"][1:4:2]]
+    pos = [fp.verify(m).score for m in case["pos"][1:4:2]]
+    assert neg == pytest.approx(cal.negative_scores) and pos == pytest.approx(cal.positive_scores)
+    assert fp.threshold == pytest.approx(choose_threshold(neg, pos, cal.target_fpr))
+    assert fp.verify(case["neg"][4]).p_value is not None
+
+
+def test_wrong_output_size_is_a_shape_error(case: dict[str, Any]) -> None:
+    fp = case["fp"]
+    in_features = fp.tensors["queries"]["x"].reshape(SETTINGS["n_queries"], -1).shape[1]
+    wrong = torch.nn.Linear(in_features, fp.spec["output_dim"] + 3)
+    with pytest.raises(ShapeMismatchError):
+        fp.verify(wrong)
+
+
+def test_reproducible_from_seed_and_needs_negatives() -> None:
+    from fp_registry.scenarios import owner_inputs
+
+    kw = owner_inputs("diabetes-fcn")
+    owner = _train("diabetes-fcn", 0, 3)
+    negs = [_train("diabetes-fcn", 50 + s, 3) for s in range(2)]
+    pos = [_noised(owner, 1, 0.05), _noised(owner, 2, 0.05)]
+    small = {**SETTINGS, "steps": 20}
+    a = fpr.fingerprint(owner, method="metav", positives=pos, negatives=negs, seed=3, progress=False, **kw, **small)
+    b = fpr.fingerprint(owner, method="metav", positives=pos, negatives=negs, seed=3, progress=False, **kw, **small)
+    assert torch.equal(a.tensors["queries"]["x"], b.tensors["queries"]["x"])
+    assert all(torch.equal(a.tensors["verifier"][k], b.tensors["verifier"][k]) for k in a.tensors["verifier"])
+    with pytest.raises(UsageError):
+        fpr.fingerprint(owner, method="metav", positives=pos, negatives=[], progress=False, **kw, **small)
