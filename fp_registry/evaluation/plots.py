@@ -56,7 +56,7 @@ def plot_hist(result: dict[str, Any], title: str, path: Path) -> Path:
     ax.scatter([], [], color="tab:blue", label="independent (negative)")
     ax.set(xlabel="score (higher = judged derived)", xlim=(-0.02, 1.02),
            title=f"{title}: {result['method']} scores per family (test split)")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.6 / len(fams)), ncol=3, fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.5 / (0.45 * len(fams) + 1.6)), ncol=3, fontsize=8)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, bbox_inches="tight")

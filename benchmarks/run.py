@@ -1,0 +1,67 @@
+"""Benchmark: every method on every scenario, one table of quality, time, verify/forward ratio and memory.
+
+Usage: .venv/bin/python benchmarks/run.py [--scenarios digits-mlp,digits-cnn] [--methods ipguard] [--out DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def _f(v: Any, d: int = 3) -> str:
+    return "-" if v is None else f"{v:.{d}f}" if isinstance(v, float) else str(v)
+
+
+def row(scenario: str, r: dict[str, Any]) -> str:
+    if r.get("status") != "ok":
+        return f"| {scenario} | {r['method']} | {r.get('status')} |" + " |" * 10
+    o = r["overall"]
+    return (f"| {scenario} | {r['method']} | {_f(o['aruc'])} | {_f(o['roc_auc'])} | {_f(o['tpr'])} | {_f(o['tnr'])} | "
+            f"{_f(o['tpr_at_1fpr'])} | {r['queries']} | {_f(r['fingerprint_seconds'], 1)} | "
+            f"{_f(r['verify_seconds'] * 1000, 2)} | {_f(r['forward_seconds'] * 1000, 3)} | "
+            f"{_f(r['verify_forward_ratio'], 1)} | {_f(r['peak_rss_mb'], 0)} |")
+
+
+HEADER = ("| scenario | method | ARUC | ROC-AUC | TPR@τ | TNR@τ | TPR@1%FPR | queries | fingerprint s | "
+          "verify ms/suspect | bare forward ms | verify/forward | peak RSS MB |\n" + "|---" * 13 + "|")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from fp_registry.evaluation import evaluate
+    from fp_registry.plugins import methods
+    from fp_registry.scenarios import SCENARIOS
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--scenarios", default=",".join(SCENARIOS))
+    p.add_argument("--methods", default="", help="default: every registered method")
+    p.add_argument("--out", default="benchmarks/out")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    names = [m for m in args.methods.split(",") if m] or sorted({cls.name for cls in methods().values()})
+    lines = [HEADER]
+    for scenario in [s for s in args.scenarios.split(",") if s]:
+        start = time.perf_counter()
+        report = evaluate(scenario, names, Path(args.out) / scenario, seed=args.seed, progress=not args.quiet)
+        print(f"{scenario}: zoo {report['zoo_seconds']:.0f} s, total {time.perf_counter() - start:.0f} s",
+              file=sys.stderr)
+        lines += [row(scenario, r) for r in report["methods"]]
+    table = "\n".join(lines)
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "benchmark.md").write_text(f"Measured {stamp}, `{' '.join(sys.argv)}`\n\n{table}\n")
+    (Path(args.out) / "argv.json").write_text(json.dumps(sys.argv))
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
