@@ -64,6 +64,7 @@ class Passport(Method):
         if not pairs:
             raise NotApplicableError("passport needs Conv2d -> BatchNorm2d/GroupNorm layers in the model")
         gen = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)  # the MLP and norm initialisations draw from the global generator
         if from_scratch:
             from fp_registry.training import reinitialise
             model = reinitialise(model, seed)
