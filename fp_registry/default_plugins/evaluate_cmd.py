@@ -17,11 +17,12 @@ from fp_registry import hookimpl
 @click.option("--data", "-d", default=None, help="With --model: bundled dataset name or .npz with X (and y).")
 @click.option("--task", "-t", default="classification", show_default=True, help="With --model: the task.")
 @click.option("--holdout", default="", help="Comma-separated attack families kept out of train/calibration.")
+@click.option("--size", default=0, help="Cap derived and independent models per split (default: full zoo).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def evaluate(scenario: str | None, methods: str, out: str, model: str | None, data: str | None, task: str,
-             holdout: str, seed: int, as_json: bool, quiet: bool) -> None:
+             holdout: str, size: int, seed: int, as_json: bool, quiet: bool) -> None:
     """Evaluate METHODS on a scenario's (or your model's) zoo; metrics are measured on the test split only."""
     import json
 
@@ -33,7 +34,8 @@ def evaluate(scenario: str | None, methods: str, out: str, model: str | None, da
 
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     names = [m.strip() for m in methods.split(",") if m.strip()]
-    options: dict[str, Any] = {"holdout_families": tuple(h.strip() for h in holdout.split(",") if h.strip())}
+    options: dict[str, Any] = {"holdout_families": tuple(h.strip() for h in holdout.split(",") if h.strip()),
+                               "sizes": {s: size for s in ("train", "calibration", "test")} if size else None}
     if model is not None:
         report = _own_model(model, data, task, names, out, seed, not quiet, options)
     elif scenario is not None:
