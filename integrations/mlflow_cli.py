@@ -1,0 +1,67 @@
+"""``fpreg mlflow protect|check|sync``: the MLflow registry from the command line."""
+from __future__ import annotations
+
+import os
+
+import click
+
+DEFAULT_URI = "mlflow+" + os.environ.get("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+
+
+def _split(ref: str) -> tuple[str, str]:
+    if "/" not in ref:
+        raise click.BadParameter(f"{ref!r}: expected NAME/VERSION")
+    name, version = ref.rsplit("/", 1)
+    return name, version
+
+
+@click.group("mlflow")
+def mlflow_group() -> None:
+    """Protect and check model versions in an MLflow Model Registry."""
+
+
+@mlflow_group.command("protect")
+@click.argument("ref", metavar="NAME/VERSION")
+@click.option("--method", "-m", default="ipguard", show_default=True, help="ipguard or metav (any registered method)")
+@click.option("--scenario", default="digits-mlp", show_default=True, help="owner data and reference task")
+@click.option("--registry", "-r", default=DEFAULT_URI, show_default=True, help="mlflow+http://HOST:PORT")
+def protect_cmd(ref: str, method: str, scenario: str, registry: str) -> None:
+    """Fingerprint a registered version and store the fingerprint beside it (artifacts + tags)."""
+    from .mlflow_backend import MlflowBackend
+    from .mlflow_ops import protect_version
+
+    name, version = _split(ref)
+    entry = protect_version(MlflowBackend(registry), name, version, method=method, scenario=scenario)
+    click.echo(f"protected {entry.entry_id} with {entry.method} (digest {entry.digest[:12]})")
+
+
+@mlflow_group.command("check")
+@click.argument("ref", metavar="NAME/VERSION")
+@click.option("--registry", "-r", default=DEFAULT_URI, show_default=True)
+def check_cmd(ref: str, registry: str) -> None:
+    """Check a version against every protected version and tag the verdict on it."""
+    from fp_registry.pipeline import worst_exit_code
+
+    from .mlflow_backend import MlflowBackend
+    from .mlflow_ops import check_version
+
+    name, version = _split(ref)
+    verdicts = check_version(MlflowBackend(registry), name, version)
+    for v in verdicts:
+        click.echo(f"{ref}  vs {v.entry_id or '-'}: {v.label}  score={v.score:.3f}  method={v.method}")
+    raise SystemExit(int(worst_exit_code(verdicts)) if any(v.label == "match" for v in verdicts) else 0)
+
+
+@mlflow_group.command("sync")
+@click.option("--registry", "-r", default=DEFAULT_URI, show_default=True)
+def sync_cmd(registry: str) -> None:
+    """Reconcile: check every version that has no verdict yet (webhook delivery is at most once)."""
+    from .mlflow_backend import MlflowBackend
+    from .mlflow_ops import process_version, unchecked_versions
+
+    backend = MlflowBackend(registry)
+    todo = unchecked_versions(backend)
+    click.echo(f"{len(todo)} version(s) without a verdict")
+    for name, version in todo:
+        labels = sorted({v.label for v in process_version(MlflowBackend(registry), name, version)})
+        click.echo(f"{name}/{version}: {', '.join(labels)}")
