@@ -114,7 +114,9 @@ class MetaV(Method):
     fidelity = "faithful to the abstract and an unofficial re-implementation; verifier architecture is ours"
     defaults: dict[str, Any] = {"n_queries": 50, "steps": 400, "lr_verifier": 1e-3, "lr_queries": 1e-2,
                                 "n_pos": 3, "n_neg": 3, "adaptive": True, "input_noise": 0.0,
-                                "holdout": 0.25, "eval_every": 10, "patience": 12}
+                                "holdout": 0.25, "eval_every": 10, "patience": 12,
+                                "label_smoothing": 0.0, "weight_decay": 0.0,
+                                "score_temperature": 1.0}
     default_threshold = 0.5
 
     # ---------------------------------------------------------------- build
@@ -180,7 +182,8 @@ class MetaV(Method):
         adaptive = bool(s["adaptive"])
         if not adaptive:
             queries.w.requires_grad_(False)
-        opt_v = torch.optim.Adam(verifier.parameters(), lr=float(s["lr_verifier"]))
+        opt_v = torch.optim.Adam(verifier.parameters(), lr=float(s["lr_verifier"]),
+                                 weight_decay=float(s["weight_decay"]))
         opt_q = torch.optim.Adam([queries.w], lr=float(s["lr_queries"])) if adaptive else None
         v_of = lambda m, x: verifier((m.features(x) - shift) / scale).reshape(())  # noqa: E731
         best: dict[str, Any] = {"key": (-1.0, -math.inf), "step": 0, "auc": None, "x": queries().detach().clone(),
@@ -191,8 +194,9 @@ class MetaV(Method):
             x = self._transform(queries(), owner, gen)
             logits_p = torch.stack([v_of(m, x) for m in [pos[0]] + self._pick(pos[1:], int(s["n_pos"]), gen)])
             logits_n = torch.stack([v_of(m, x) for m in self._pick(neg, int(s["n_neg"]), gen)])
-            loss = (F.binary_cross_entropy_with_logits(logits_p, torch.ones_like(logits_p))
-                    + F.binary_cross_entropy_with_logits(logits_n, torch.zeros_like(logits_n)))
+            eps = float(s["label_smoothing"])  # bounded logits: scores do not saturate into ties at 0 or 1
+            loss = (F.binary_cross_entropy_with_logits(logits_p, torch.full_like(logits_p, 1 - eps))
+                    + F.binary_cross_entropy_with_logits(logits_n, torch.full_like(logits_n, eps)))
             opt_v.zero_grad()
             if opt_q is not None:
                 opt_q.zero_grad()
@@ -257,5 +261,8 @@ class MetaV(Method):
             logit = float(net((feats - v["shift"]) / v["scale"]).reshape(()))
         if not math.isfinite(logit):
             raise ShapeMismatchError(f"suspect {suspect.name} returns non-finite outputs on the fingerprint queries")
-        prob = 1.0 / (1.0 + math.exp(-logit)) if logit > -700 else 0.0  # float64: keeps resolution near 0 and 1
+        # sigmoid(logit / T): monotone in the verifier's logit, so rankings are unchanged, but confident
+        # verdicts stay distinct in float64 instead of tying at 1.0 (a tie there breaks the calibrated threshold)
+        z = logit / float(self.settings["score_temperature"])
+        prob = 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
         return prob, {"probability": prob, "logit": logit, "n_queries": int(len(x))}
