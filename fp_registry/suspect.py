@@ -43,7 +43,7 @@ class Suspect:
                 part = x[start:start + size]
                 try:
                     out = self._call(part)
-                except (RuntimeError, ValueError) as exc:
+                except (RuntimeError, ValueError, AssertionError) as exc:  # export guards raise AssertionError
                     if size == 1:
                         raise ShapeMismatchError(f"suspect {self.name} failed on inputs of shape "
                                                  f"{tuple(part.shape[1:])}: {str(exc).splitlines()[0][:160]}") from exc
@@ -103,11 +103,19 @@ class _eval_mode:
     def __enter__(self) -> None:
         self.was_training = bool(self.module is not None and self.module.training)
         if self.module is not None:
-            self.module.eval()
+            _set_mode(self.module, training=False)
 
     def __exit__(self, *exc: Any) -> None:
         if self.module is not None and self.was_training:
-            self.module.train()
+            _set_mode(self.module, training=True)
+
+
+def _set_mode(module: nn.Module, training: bool) -> None:
+    # Modules unpacked from torch.export programs refuse .eval()/.train(); they are frozen in export mode already.
+    try:
+        module.train(training)
+    except NotImplementedError:
+        pass
 
 
 def as_callable(fn: Callable[[np.ndarray], Any]) -> Callable[[np.ndarray], Any]:
