@@ -7,11 +7,13 @@ import re
 import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import BackendError, UnknownBackendError
-from .fingerprints import Fingerprint, load_fingerprint
 from .records import RegistryEntry, Verdict
+
+if TYPE_CHECKING:  # the Backend ABC stays light: integration plugins import it before torch is needed
+    from .fingerprints import Fingerprint
 
 
 class Backend(ABC):
@@ -23,7 +25,7 @@ class Backend(ABC):
         self.uri = uri
 
     @abstractmethod
-    def put(self, fp: Fingerprint, model_uri: str, entry_id: str | None = None) -> RegistryEntry:
+    def put(self, fp: "Fingerprint", model_uri: str, entry_id: str | None = None) -> RegistryEntry:
         """Store a fingerprint beside the protected model and return its entry."""
 
     @abstractmethod
@@ -31,7 +33,7 @@ class Backend(ABC):
         """Every protected entry."""
 
     @abstractmethod
-    def load(self, entry: RegistryEntry) -> Fingerprint:
+    def load(self, entry: RegistryEntry) -> "Fingerprint":
         """The entry's fingerprint, digest-checked against the entry."""
 
     def record_verdict(self, suspect_uri: str, verdict: Verdict, entry: RegistryEntry | None) -> None:
@@ -73,7 +75,7 @@ class LocalBackend(Backend):
         super().__init__(uri)
         self.root = Path(uri[len("file://"):] if uri.startswith("file://") else uri)
 
-    def put(self, fp: Fingerprint, model_uri: str, entry_id: str | None = None) -> RegistryEntry:
+    def put(self, fp: "Fingerprint", model_uri: str, entry_id: str | None = None) -> RegistryEntry:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         entry_id = entry_id or f"{slug(model_uri)}-{fp.method}"
         folder = self.root / entry_id
@@ -95,7 +97,9 @@ class LocalBackend(Backend):
                                    "remove or restore that entry folder") from exc
         return out
 
-    def load(self, entry: RegistryEntry) -> Fingerprint:
+    def load(self, entry: RegistryEntry) -> "Fingerprint":
+        from .fingerprints import load_fingerprint
+
         return load_fingerprint(entry.fingerprint_path, expected_digest=entry.digest)
 
     def record_verdict(self, suspect_uri: str, verdict: Verdict, entry: RegistryEntry | None) -> None:

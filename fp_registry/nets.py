@@ -44,7 +44,7 @@ class MLP(RefNet):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.reshape(len(x), -1))
+        return self.net(x.flatten(1))  # flatten, not reshape(len(x)), keeps torch.export batch-dynamic
 
 
 class SmallCNN(RefNet):
@@ -67,7 +67,7 @@ class SmallCNN(RefNet):
         self.in_channels = in_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.reshape(len(x), self.in_channels, self.side, self.side)
+        x = x.reshape(-1, self.in_channels, self.side, self.side)
         return self.head(self.features(x).flatten(1))
 
 
@@ -96,7 +96,7 @@ class Generator(RefNet):
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z.reshape(len(z), -1))
+        return self.net(z.flatten(1))
 
 
 def build(arch: str, config: dict[str, Any]) -> RefNet:
