@@ -66,3 +66,19 @@ def evaluate_utility(model: nn.Module, task: str, x: torch.Tensor, y: torch.Tens
     if task == "classification":
         return {"accuracy": float((out.argmax(1) == y).float().mean())}
     return {"mse": float(((out.reshape(len(out), -1) - y.reshape(len(y), -1)) ** 2).mean())}
+
+
+class frozen:
+    """Freeze a model's parameters while inputs are optimised through it, then restore each flag as it was."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.params = list(model.parameters())
+
+    def __enter__(self) -> None:
+        self.flags = [p.requires_grad for p in self.params]
+        for p in self.params:
+            p.requires_grad_(False)
+
+    def __exit__(self, *exc: object) -> None:
+        for p, flag in zip(self.params, self.flags):
+            p.requires_grad_(flag)

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from fp_registry.errors import NotApplicableError, ShapeMismatchError, UsageError
 from fp_registry.methods import Built, Method, Owner
+from fp_registry.training import frozen
 
 
 class DeepCore(Method):
@@ -90,9 +91,7 @@ class DeepCore(Method):
         opt = torch.optim.Adam([x], lr=float(self.settings["lr"]))
         gamma, eps = float(self.settings["gamma"]), self.settings["eps"]
         rows = torch.arange(len(x))
-        for p in model.parameters():
-            p.requires_grad_(False)
-        try:
+        with frozen(model):
             for _ in range(int(self.settings["steps"])):
                 logits = model(x)
                 active = (torch.softmax(logits, 1)[rows, targets] < gamma).float()
@@ -107,9 +106,6 @@ class DeepCore(Method):
                     if eps is not None:
                         x.copy_(x0 + (x - x0).clamp(-float(eps), float(eps)))
                     x.copy_(owner.clamp(x))
-        finally:
-            for p in model.parameters():
-                p.requires_grad_(True)
         return x.detach()
 
     def score(self, fp: Any, suspect: Any) -> tuple[float, dict[str, Any]]:

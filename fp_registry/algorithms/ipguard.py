@@ -6,6 +6,7 @@ from typing import Any
 import torch
 
 from fp_registry.methods import Built, Method, Owner
+from fp_registry.training import frozen
 
 
 class IPGuard(Method):
@@ -51,9 +52,7 @@ class IPGuard(Method):
         opt = torch.optim.Adam([x], lr=float(self.settings["lr"]))
         k = float(self.settings["k"])
         rows = torch.arange(len(x))
-        for p in model.parameters():
-            p.requires_grad_(False)
-        try:
+        with frozen(model):
             for _ in range(int(self.settings["steps"])):
                 z = model(x)
                 zi, zj = z[rows, i], z[rows, j]
@@ -66,9 +65,6 @@ class IPGuard(Method):
                 opt.step()
                 with torch.no_grad():
                     x.copy_(owner.clamp(x))
-        finally:
-            for p in model.parameters():
-                p.requires_grad_(True)
         return x.detach()
 
     def score(self, fp: Any, suspect: Any) -> tuple[float, dict[str, Any]]:
