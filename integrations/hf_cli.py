@@ -1,0 +1,92 @@
+"""``fpreg hf protect|check`` and ``fpreg scan hf``: the Hugging Face Hub from the command line."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import click
+
+VAULT_HELP = "private vault repo ORG/VAULT holding the protected entries ($FP_REGISTRY_HF_VAULT)"
+
+
+def _vault_default() -> str | None:
+    return os.environ.get("FP_REGISTRY_HF_VAULT")
+
+
+def vault_uri(vault: str) -> str:
+    return vault if vault.startswith("hf://") else f"hf://{vault}"
+
+
+def protect_repo(repo: str, vault: str, method: str = "ipguard", scenario: str = "digits-mlp",
+                 negatives: list[Any] | None = None, claim: bool = False, **settings: Any) -> Any:
+    """Download ``hf://REPO``, fingerprint it on the scenario's owner data and store the entry in the vault."""
+    from fp_registry.fingerprints import fingerprint
+    from fp_registry.scenarios import owner_inputs, train_owner
+
+    from .hf_backend import HfVault, claim_in_card
+    from .hf_loader import load_hf, parse_uri, resolve
+
+    name, rev = parse_uri(repo)
+    sha, _ = resolve(name, rev)
+    model = load_hf(f"hf://{name}@{sha}")
+    if negatives is None:  # independent models of the task show what "unrelated" looks like (seeds 1000+)
+        negatives = [train_owner(scenario, seed=1000 + i) for i in range(3)]
+    fp = fingerprint(model, method=method, negatives=negatives, progress=False, **owner_inputs(scenario), **settings)
+    entry = HfVault(vault_uri(vault)).put(fp, f"hf://{name}@{sha}")
+    if claim:
+        claim_in_card(name, entry)
+    return entry
+
+
+def check_repo(repo: str, vault: str, allow_pickle: bool = False) -> list[Any]:
+    """Check one ``ORG/REPO[@REV]`` against every entry of the vault (its own entry excluded)."""
+    from fp_registry.pipeline import check_suspect
+
+    from .hf_backend import HfVault
+    from .hf_loader import parse_uri, resolve
+
+    name, rev = parse_uri(repo)
+    sha, _ = resolve(name, rev)
+    return check_suspect(f"hf://{name}@{sha}", HfVault(vault_uri(vault), exclude=name), allow_pickle=allow_pickle)
+
+
+@click.group("hf")
+def hf_group() -> None:
+    """Protect and check models on the Hugging Face Hub (entries live in a private vault repo)."""
+
+
+@hf_group.command("protect")
+@click.argument("repo", metavar="ORG/REPO[@REV]")
+@click.option("--vault", required=True, default=_vault_default, help=VAULT_HELP)
+@click.option("--method", "-m", default="ipguard", show_default=True, help="any registered method")
+@click.option("--scenario", default="digits-mlp", show_default=True, help="owner data and reference task")
+@click.option("--claim/--no-claim", default=False, show_default=True,
+              help="add a digest-only fingerprint claim to the public model card")
+def protect_cmd(repo: str, vault: str, method: str, scenario: str, claim: bool) -> None:
+    """Download a model, fingerprint it and upload the entry to the private vault."""
+    entry = protect_repo(repo, vault, method=method, scenario=scenario, claim=claim)
+    click.echo(f"protected {entry.model_uri} as {entry.entry_id} with {entry.method} (digest {entry.digest[:12]})")
+
+
+@hf_group.command("check")
+@click.argument("repo", metavar="ORG/REPO[@REV]")
+@click.option("--vault", required=True, default=_vault_default, help=VAULT_HELP)
+@click.option("--allow-pickle", is_flag=True, help="load pickled-only repos (weights_only); trusted repos only")
+@click.option("--json", "as_json", is_flag=True, help="print the verdicts as JSON")
+def check_cmd(repo: str, vault: str, allow_pickle: bool, as_json: bool) -> None:
+    """Check one repo against every protected entry; exit 0 no match, 1 match, 2 error."""
+    verdicts = check_repo(repo, vault, allow_pickle)
+    if as_json:
+        click.echo(json.dumps([v.to_dict() for v in verdicts], indent=1))
+    for v in [] if as_json else verdicts:
+        reason = v.evidence.get("reason") or v.evidence.get("error") or ""
+        click.echo(f"{repo}  vs {v.entry_id or '-'}: {v.label}  score={v.score:.3f}  {reason}".rstrip())
+    labels = {v.label for v in verdicts}
+    sys.exit(1 if "match" in labels else 2 if "error" in labels else 0)
+
+
+@click.group("scan")
+def scan_group() -> None:
+    """Scan a model hub for copies of protected models."""
