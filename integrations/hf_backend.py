@@ -148,8 +148,11 @@ def load_model(uri: str, config: dict[str, Any]) -> Any | None:
 
 @hookimpl
 def register_commands(cli: Any) -> None:
-    from .hf_cli import hf_group, scan_group
+    from .hf_cli import hf_group, scan_group, scan_hf_cmd
 
     cli.add_command(hf_group)
-    if "scan" not in cli.commands:
+    existing = cli.commands.get("scan")
+    if existing is None:
         cli.add_command(scan_group)
+    elif hasattr(existing, "add_command"):  # another plugin's scan group: add our hub to it
+        existing.add_command(scan_hf_cmd)

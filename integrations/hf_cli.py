@@ -80,9 +80,10 @@ def check_cmd(repo: str, vault: str, allow_pickle: bool, as_json: bool) -> None:
     verdicts = check_repo(repo, vault, allow_pickle)
     if as_json:
         click.echo(json.dumps([v.to_dict() for v in verdicts], indent=1))
-    for v in [] if as_json else verdicts:
-        reason = v.evidence.get("reason") or v.evidence.get("error") or ""
-        click.echo(f"{repo}  vs {v.entry_id or '-'}: {v.label}  score={v.score:.3f}  {reason}".rstrip())
+    else:
+        for v in verdicts:
+            reason = v.evidence.get("reason") or v.evidence.get("error") or ""
+            click.echo(f"{repo}  vs {v.entry_id or '-'}: {v.label}  score={v.score:.3f}  {reason}".rstrip())
     labels = {v.label for v in verdicts}
     sys.exit(1 if "match" in labels else 2 if "error" in labels else 0)
 
@@ -90,3 +91,45 @@ def check_cmd(repo: str, vault: str, allow_pickle: bool, as_json: bool) -> None:
 @click.group("scan")
 def scan_group() -> None:
     """Scan a model hub for copies of protected models."""
+
+
+@scan_group.command("hf")
+@click.option("--vault", required=True, default=_vault_default, help=VAULT_HELP)
+@click.option("--search", help="substring of the repo id")
+@click.option("--author", help="user or organisation")
+@click.option("--filter", "filters", multiple=True, help="tag, e.g. pytorch or license:mit (repeatable)")
+@click.option("--limit", type=int, default=100, show_default=True, help="at most this many repos")
+@click.option("--state", type=click.Path(dir_okay=False), default="fpreg_hf_scan_state.jsonl", show_default=True,
+              help="resume file: repos already checked at the same commit are skipped")
+@click.option("--workers", type=int, default=2, show_default=True, help="repos checked at the same time")
+@click.option("--executor", type=click.Choice(["thread", "ray"]), default="thread", show_default=True)
+@click.option("--allow-pickle", is_flag=True, help="also load pickled-only repos (weights_only); off by default")
+@click.option("--record/--no-record", default=True, show_default=True, help="write matches to the vault")
+@click.option("--out", type=click.Path(dir_okay=False), help="write the JSON report here")
+@click.option("--json", "as_json", is_flag=True, help="print the JSON report instead of the table")
+def scan_hf_cmd(vault: str, search: str | None, author: str | None, filters: tuple[str, ...], limit: int,
+                state: str, workers: int, executor: str, allow_pickle: bool, record: bool, out: str | None,
+                as_json: bool) -> None:
+    """List Hub models, drop those no entry can fit, check the rest. Exit 0 nothing found, 1 match, 2 errors."""
+    from fp_registry.render import table
+
+    from .hf_scan import COLUMNS, scan, table_rows
+
+    def progress(row: dict[str, Any]) -> None:
+        if not as_json:
+            click.echo(f"  {row['status']:<7} {row['repo']}", err=True)
+
+    report = scan(vault_uri(vault), search=search, author=author, filters=filters, limit=limit, state=state,
+                  workers=workers, executor=executor, allow_pickle=allow_pickle, record=record, on_result=progress)
+    data = report.to_dict()
+    if out:
+        with open(out, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+    if as_json:
+        click.echo(json.dumps(data, indent=1, sort_keys=True))
+    else:
+        click.echo(table(table_rows(report), COLUMNS))
+        s = data["summary"]
+        click.echo(f"{s['repos']} repos: {s['match']} match, {s['clean']} clean, {s['skipped']} skipped, "
+                   f"{s['error']} error ({s['resumed']} resumed) in {s['seconds']:.1f}s")
+    sys.exit(report.exit_code())

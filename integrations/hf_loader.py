@@ -93,8 +93,9 @@ def read_config(repo: str, revision: str, files: list[str]) -> dict[str, Any]:
     """``config.json`` (a few hundred bytes) or {} if the repo has none or it is not a JSON object."""
     if "config.json" not in files:
         return {}
+    local = fetch(repo, revision, ["config.json"])  # a download failure is an error, not "no config"
     try:
-        cfg = json.loads((fetch(repo, revision, ["config.json"]) / "config.json").read_text())
+        cfg = json.loads((local / "config.json").read_text())
     except (OSError, ValueError):
         return {}
     return cfg if isinstance(cfg, dict) else {}

@@ -1,0 +1,145 @@
+"""End to end on the fake Hub: protect, push copies and distractors, scan (resumable, parallel), CLI exit codes."""
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("huggingface_hub")
+from click.testing import CliRunner  # noqa: E402
+from fakehub import running_hub  # noqa: E402
+
+from fp_registry.integrations.hf_loader import push_reference  # noqa: E402
+
+VAULT = "hf://acme/vault"
+COPIES = {"pirate/digits-ft", "pirate/digits-pruned"}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, digits_owner, digits_finetuned, digits_independent, ipguard_fp):
+    """The owner's protected model, two copies, an independent model and three kinds of distractor."""
+    from fp_registry import nets
+    from fp_registry.integrations.hf_backend import HfVault
+    from fp_registry.zoo.attacks import prune
+
+    with running_hub(tmp_path_factory.mktemp("hf-cache")) as hub:
+        sha = push_reference(digits_owner, "acme/owner")
+        HfVault(VAULT).put(ipguard_fp, f"hf://acme/owner@{sha}")
+        push_reference(digits_finetuned, "pirate/digits-ft")
+        push_reference(prune(digits_owner, None, ratio=0.3), "pirate/digits-pruned")
+        push_reference(digits_independent[3], "other/digits-indep")  # not among the calibration negatives
+        torch.manual_seed(0)
+        push_reference(nets.build("mlp", {"in_features": 10, "hidden": [8], "out_features": 1}), "other/regressor")
+        buf = io.BytesIO()
+        torch.save({"w": torch.zeros(1)}, buf)
+        hub.commit("other/pickled", {"pytorch_model.bin": buf.getvalue()})
+        push_reference(digits_independent[2], "other/broken")
+        hub.fail.add("other/broken")
+        yield hub
+
+
+def weight_downloads(hub, repo):
+    return [line for line in hub.log if line.startswith("GET") and f"/{repo}/resolve/" in line
+            and line.endswith("model.safetensors")]
+
+
+def by_repo(report):
+    return {r["repo"]: r for r in report.results}
+
+
+def test_scan_flags_exactly_the_two_copies(world, tmp_path):
+    from fp_registry.integrations.hf_scan import scan
+
+    report = scan(VAULT, limit=50, state=tmp_path / "state.jsonl", workers=2)
+    rows = by_repo(report)
+    assert {r for r, row in rows.items() if row["status"] == "match"} == COPIES
+    assert rows["other/digits-indep"]["status"] == "clean"
+    assert rows["acme/owner"]["status"] == "skipped"  # the protected model itself
+    assert "unsafe format" in rows["other/pickled"]["reason"]
+    assert rows["other/broken"]["status"] == "error"  # and the scan went on
+    assert rows["other/regressor"]["status"] == "skipped"
+    assert weight_downloads(world, "other/regressor") == []  # dropped from config.json alone
+    assert report.exit_code() == 1
+    s = report.summary()
+    assert s["match"] == 2 and s["error"] == 1 and set(s["time_share"]) == {"download", "load", "verify"}
+    recorded = [p for p in world.repos["acme/vault"].head[1] if p.startswith("verdicts/")]
+    assert len(recorded) == 2 and all("pirate" in p for p in recorded)
+
+
+def test_rescan_skips_unchanged_commits_and_rechecks_new_ones(world, tmp_path):
+    from fp_registry.integrations.hf_scan import scan
+
+    state = tmp_path / "state.jsonl"
+    first = scan(VAULT, author="pirate", state=state, record=False)
+    assert first.summary()["resumed"] == 0
+    before = len(weight_downloads(world, "pirate/digits-pruned"))
+    second = scan(VAULT, author="pirate", state=state, record=False)
+    assert second.summary()["resumed"] == 2 and {r["status"] for r in second.results} == {"match"}
+    assert len(weight_downloads(world, "pirate/digits-pruned")) == before
+    world.commit("pirate/digits-pruned", {"notes.md": b"new commit"})
+    third = by_repo(scan(VAULT, author="pirate", state=state, record=False))
+    assert third["pirate/digits-pruned"].get("resumed") is None and third["pirate/digits-ft"]["resumed"]
+
+
+def test_interrupted_scan_picks_up_where_it_stopped(world, tmp_path):
+    from fp_registry.integrations.hf_scan import scan
+
+    state = tmp_path / "state.jsonl"
+    seen = []
+
+    def stop_after_two(row):
+        seen.append(row["repo"])
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        scan(VAULT, search="digits", state=state, workers=1, record=False, on_result=stop_after_two)
+    finished = len(state.read_text().splitlines())
+    assert finished >= 1
+    again = scan(VAULT, search="digits", state=state, workers=1, record=False)
+    assert again.summary()["resumed"] == finished
+    assert {r["repo"] for r in again.results if r["status"] == "match"} == COPIES
+
+
+def test_cli_scan_and_check_exit_codes(world, tmp_path):
+    from fp_registry.cli import _load_plugin_commands, cli
+
+    _load_plugin_commands()
+    runner = CliRunner()
+    out = tmp_path / "report.json"
+    res = runner.invoke(cli, ["scan", "hf", "--vault", "acme/vault", "--author", "pirate", "--state",
+                              str(tmp_path / "s.jsonl"), "--no-record", "--out", str(out)])
+    assert res.exit_code == 1, res.output
+    assert "pirate/digits-ft" in res.output and "match" in res.output
+    assert json.loads(out.read_text())["summary"]["match"] == 2
+    res = runner.invoke(cli, ["scan", "hf", "--vault", "acme/vault", "--search", "indep", "--json", "--state",
+                              str(tmp_path / "s2.jsonl")])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["summary"]["clean"] == 1
+    res = runner.invoke(cli, ["scan", "hf", "--vault", "acme/vault", "--search", "broken", "--state",
+                              str(tmp_path / "s3.jsonl")])
+    assert res.exit_code == 2, res.output
+    assert runner.invoke(cli, ["hf", "check", "pirate/digits-ft", "--vault", "acme/vault"]).exit_code == 1
+    assert runner.invoke(cli, ["hf", "check", "other/digits-indep", "--vault", "acme/vault"]).exit_code == 0
+
+
+def test_prefilter_rules():
+    from fp_registry.integrations.hf_scan import fits, io_spec
+
+    spec = {"input_shape": [64], "output_dim": 10, "input_kind": "float32"}
+    assert fits(spec, io_spec({"fp_registry_arch": "mlp", "in_features": 64, "out_features": 10}))
+    assert fits(spec, io_spec({"fp_registry_arch": "cnn", "config": {"side": 8, "n_classes": 10}}))
+    assert not fits(spec, io_spec({"fp_registry_arch": "mlp", "in_features": 10, "out_features": 1}))
+    assert not fits(spec, io_spec({"model_type": "bert", "vocab_size": 30522, "num_labels": 10}))
+    assert fits(spec, io_spec({}))  # unknown: kept, decided after download
+
+
+def test_ray_executor(world, tmp_path):
+    pytest.importorskip("ray", reason="ray is an optional extra (pip install 'fp-registry[ray]'), not in [dev]: "
+                                      "its wheel is large and a local instance takes long to start on 2 cores")
+    from fp_registry.integrations.hf_scan import scan
+
+    report = scan(VAULT, author="pirate", state=tmp_path / "r.jsonl", executor="ray", record=False)
+    assert {r["repo"] for r in report.results if r["status"] == "match"} == COPIES
