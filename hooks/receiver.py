@@ -34,8 +34,8 @@ def verify(secret: str, headers: Any, body: bytes, now: float | None = None, max
     return "stale timestamp" if age > max_age else None
 
 
-def create_app(queue: Queue, secret: str, max_age: int = MAX_AGE_S) -> Any:
-    """The FastAPI app: ``POST /webhooks/mlflow`` and ``GET /health``."""
+def create_app(queue: Queue, secret: str, max_age: int = MAX_AGE_S, hf_secret: str = "") -> Any:
+    """The FastAPI app: ``POST /webhooks/mlflow``, ``GET /health`` and, with ``hf_secret``, ``POST /webhooks/hf``."""
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
 
@@ -62,4 +62,27 @@ def create_app(queue: Queue, secret: str, max_age: int = MAX_AGE_S) -> Any:
         added = queue.enqueue(idempotency_key(event), event.to_dict())
         return {"status": "queued" if added else "duplicate"}
 
+    if hf_secret:
+        add_hf_route(app, queue, hf_secret)
     return app
+
+
+def add_hf_route(app: Any, queue: Queue, secret: str) -> None:
+    """``POST /webhooks/hf``: Hub deliveries; ``X-Webhook-Secret`` compared in constant time, replays dropped."""
+    from fastapi import Request
+    from fastapi.responses import JSONResponse
+
+    from . import hub_events
+
+    @app.post("/webhooks/hf")
+    async def hf_hook(request: Request) -> Any:
+        if not hub_events.secret_ok(request.headers.get("x-webhook-secret"), secret):
+            return JSONResponse({"error": "bad or missing X-Webhook-Secret"}, status_code=403)
+        try:
+            event = hub_events.hub_event(json.loads(await request.body()))
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError):
+            return JSONResponse({"error": "body is not a JSON object"}, status_code=400)
+        if event is None:
+            return {"status": "ignored"}
+        added = queue.enqueue(hub_events.idempotency_key(event), event.to_dict())
+        return {"status": "queued" if added else "duplicate"}

@@ -13,7 +13,9 @@ import click
 @click.option("--port", default=8765, show_default=True)
 @click.option("--queue", "queue_path", default="fp_registry_queue.db", show_default=True)
 @click.option("--reconcile-every", default=300.0, show_default=True, help="seconds between reconciliation sweeps")
-def serve(registry: str, host: str, port: int, queue_path: str, reconcile_every: float) -> None:
+@click.option("--hf-vault", default=lambda: os.environ.get("FP_REGISTRY_HF_VAULT", ""),
+              help="ORG/VAULT: also accept Hub webhooks at /webhooks/hf (secret: $FP_REGISTRY_HF_WEBHOOK_SECRET)")
+def serve(registry: str, host: str, port: int, queue_path: str, reconcile_every: float, hf_vault: str) -> None:
     """Receive MLflow webhooks at http://HOST:PORT/webhooks/mlflow (secret: $FP_REGISTRY_WEBHOOK_SECRET)."""
     import threading
 
@@ -26,14 +28,23 @@ def serve(registry: str, host: str, port: int, queue_path: str, reconcile_every:
     secret = os.environ.get("FP_REGISTRY_WEBHOOK_SECRET", "")
     if not secret:
         raise click.UsageError("set FP_REGISTRY_WEBHOOK_SECRET to the secret given to MLflow's create_webhook")
+    hf_secret = os.environ.get("FP_REGISTRY_HF_WEBHOOK_SECRET", "")
+    if hf_vault and not hf_secret:
+        raise click.UsageError("set FP_REGISTRY_HF_WEBHOOK_SECRET to the secret given to HfApi.create_webhook")
     queue = Queue(queue_path)
     stop = threading.Event()
+    process = mlflow_processor(registry)
+    if hf_vault:
+        from .hub_events import dispatch, hf_processor
+
+        process = dispatch({"hf": hf_processor(hf_vault)}, default=process)
     worker = threading.Thread(target=run_forever, daemon=True,
-                              args=(queue, mlflow_processor(registry), stop),
+                              args=(queue, process, stop),
                               kwargs={"reconcile": lambda: reconcile_mlflow(queue, registry),
                                       "reconcile_every_s": reconcile_every})
     worker.start()
     try:
-        uvicorn.run(create_app(queue, secret), host=host, port=port, log_level="warning")
+        uvicorn.run(create_app(queue, secret, hf_secret=hf_secret if hf_vault else ""), host=host, port=port,
+                    log_level="warning")
     finally:
         stop.set()
