@@ -284,7 +284,8 @@ def _record(backend: Any, result: RepoResult, entries: list[Any]) -> None:
 
 
 def _forwarded_env() -> dict[str, str]:
-    keys = ("FP_REGISTRY_HF_ENDPOINT", "HF_ENDPOINT", "HF_TOKEN", "HF_HUB_CACHE", "FP_REGISTRY_HOME")
+    keys = ("FP_REGISTRY_HF_ENDPOINT", "HF_ENDPOINT", "HF_TOKEN", "HF_HUB_CACHE", "HF_HUB_DISABLE_XET",
+            "FP_REGISTRY_HOME")
     return {k: os.environ[k] for k in keys if os.environ.get(k)}
 
 
@@ -320,7 +321,7 @@ class RayExecutor:
         self.ray, self.workers = ray, max(1, workers)
         if not ray.is_initialized():
             ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False,
-                     runtime_env={"env_vars": _forwarded_env()})
+                     runtime_env={"env_vars": _forwarded_env()})  # workers reach the same Hub, cache and token
 
     def map_unordered(self, fn: Callable[[ScanContext, Candidate], RepoResult], ctx: ScanContext,
                       items: Iterable[Candidate]) -> Iterator[RepoResult]:

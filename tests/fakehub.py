@@ -242,6 +242,8 @@ def running_hub(cache: Path) -> Iterator[FakeHub]:
     with FakeHub() as hub, pytest.MonkeyPatch.context() as mp:
         mp.setattr(constants, "HF_HUB_CACHE", str(cache))
         mp.setattr(constants, "HF_HUB_DISABLE_XET", True)
+        mp.setenv("HF_HUB_CACHE", str(cache))  # for worker processes (Ray), which read it at import
+        mp.setenv("HF_HUB_DISABLE_XET", "1")
         mp.setenv("FP_REGISTRY_HF_ENDPOINT", hub.url)
         mp.setenv("HF_TOKEN", "test-token")
         yield hub
