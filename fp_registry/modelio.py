@@ -103,7 +103,41 @@ def load_pt2(path: Path) -> nn.Module:
         program = torch.export.load(str(path))
     except Exception as exc:  # torch raises many types for a corrupt archive
         raise ModelLoadError(f"{path.name} is not a valid torch.export program: {exc.__class__.__name__}") from exc
-    return program.module()
+    batch = static_batch_size(program)
+    return program.module() if batch is None else FixedBatch(program.module(), batch)
+
+
+def static_batch_size(program: Any) -> int | None:
+    """The batch size a program was exported with if its first input's batch dimension is fixed, else None."""
+    names = list(program.graph_signature.user_inputs)
+    for node in program.graph.nodes:
+        if node.op == "placeholder" and names and node.name == names[0]:
+            shape = getattr(node.meta.get("val"), "shape", None)
+            if shape is not None and len(shape) and isinstance(shape[0], int):
+                return int(shape[0])
+    return None
+
+
+class FixedBatch(nn.Module):
+    """Run a fixed-batch program on any number of rows: chunks of its size, the last one padded by repetition."""
+
+    def __init__(self, inner: nn.Module, batch: int) -> None:
+        super().__init__()
+        self.inner, self.batch = inner, batch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = []
+        for start in range(0, len(x), self.batch):
+            part = x[start:start + self.batch]
+            pad = self.batch - len(part)
+            if pad:  # repeat the last row: padding rows never reach the caller
+                part = torch.cat([part, part[-1:].expand(pad, *part.shape[1:])])
+            out = self.inner(part)
+            outs.append(out[:len(out) - pad] if pad else out)
+        return torch.cat(outs)
+
+    def train(self, mode: bool = True) -> "FixedBatch":
+        return self  # export programs are frozen in eval mode
 
 
 def _load_pickle_weights_only(path: Path) -> nn.Module:

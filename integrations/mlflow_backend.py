@@ -50,7 +50,7 @@ class MlflowBackend(Backend):
         self.tracking_uri = tracking_uri_of(uri)
         self._client: Any = None
         self._best: dict[str, int] = {}  # suspect -> rank of the strongest verdict written by this instance
-        self._cache = Path(tempfile.mkdtemp(prefix="fpreg-mlflow-"))
+        self._cache: Path | None = None
 
     @property
     def client(self) -> Any:
@@ -100,17 +100,25 @@ class MlflowBackend(Backend):
         from fp_registry.fingerprints import load_fingerprint
 
         name, version = split_model_uri(entry.model_uri)
+        if self._cache is None:
+            from fp_registry.config import cache_dir
+
+            # Shared by digest across jobs and processes: load_fingerprint re-checks every file against it.
+            self._cache = cache_dir() / "mlflow-fingerprints"
         target = self._cache / entry.digest
         if not (target / ARTIFACT_DIR).exists():
-            model_id = self.model_id(name, version)
-            self._call("download fingerprint", self._download, model_id, target)
+            self._call("download fingerprint", self._download, name, version, target)
         return load_fingerprint(target / ARTIFACT_DIR, expected_digest=entry.digest)
 
-    def _download(self, model_id: str, target: Path) -> None:
+    def _download(self, name: str, version: str, target: Path) -> None:
         import mlflow.artifacts
 
-        mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_id}/{ARTIFACT_DIR}",
-                                            dst_path=str(target), tracking_uri=self.tracking_uri)
+        # models:/m-<id>/... resolves as a registered-model name, so address the artifacts through the version.
+        from fp_registry.modelio import atomic_dir
+
+        with atomic_dir(target) as tmp:  # a concurrent or interrupted download never leaves a half directory
+            mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}/{ARTIFACT_DIR}",
+                                                dst_path=str(tmp), tracking_uri=self.tracking_uri)
 
     def record_verdict(self, suspect_uri: str, verdict: Verdict, entry: RegistryEntry | None) -> None:
         """Tag the checked version; with several entries the strongest verdict (match > error > clean) wins."""

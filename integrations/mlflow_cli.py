@@ -65,3 +65,26 @@ def sync_cmd(registry: str) -> None:
     for name, version in todo:
         labels = sorted({v.label for v in process_version(MlflowBackend(registry), name, version)})
         click.echo(f"{name}/{version}: {', '.join(labels)}")
+
+
+@mlflow_group.command("worker")
+@click.option("--registry", "-r", default=DEFAULT_URI, show_default=True)
+@click.option("--queue", "queue_path", default="fp_registry_queue.db", show_default=True,
+              help="the sqlite queue shared with the receiver or the mlflow.app plugin")
+@click.option("--reconcile-every", default=300.0, show_default=True, help="seconds between reconciliation sweeps")
+def worker_cmd(registry: str, queue_path: str, reconcile_every: float) -> None:
+    """Run only the worker: drain the queue (jobs a killed worker held are taken up again) until interrupted."""
+    import signal
+    import threading
+
+    from fp_registry.hooks.queue import Queue
+    from fp_registry.hooks.worker import mlflow_processor, reconcile_mlflow, run_forever
+
+    queue, stop = Queue(queue_path), threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    click.echo(f"worker on {queue_path} for {registry}; Ctrl-C stops it", err=True)
+    try:
+        run_forever(queue, mlflow_processor(registry), stop, reconcile=lambda: reconcile_mlflow(queue, registry),
+                    reconcile_every_s=reconcile_every)
+    except KeyboardInterrupt:
+        stop.set()

@@ -16,15 +16,20 @@ from fp_registry.errors import ModelLoadError, UnsafeFormatError
 def load_registered(uri: str, config: dict[str, Any]) -> Any:
     """``models:/NAME/VERSION`` or ``models:/NAME@ALIAS`` -> a torch module (pt2) or a pyfunc black box."""
     import mlflow.artifacts
-    import yaml
 
     tracking = config.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
-    dst = Path(tempfile.mkdtemp(prefix="fpreg-model-"))
-    try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst), tracking_uri=tracking))
-    except Exception as exc:
-        raise ModelLoadError(f"cannot download {uri} from MLflow ({tracking or 'default tracking URI'}): "
-                             f"{str(exc).splitlines()[0][:160]}", "set MLFLOW_TRACKING_URI") from exc
+    with tempfile.TemporaryDirectory(prefix="fpreg-model-") as dst:  # the model is in memory once loaded
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dst, tracking_uri=tracking))
+        except Exception as exc:
+            raise ModelLoadError(f"cannot download {uri} from MLflow ({tracking or 'default tracking URI'}): "
+                                 f"{str(exc).splitlines()[0][:160]}", "set MLFLOW_TRACKING_URI") from exc
+        return _load_local(uri, local, config)
+
+
+def _load_local(uri: str, local: Path, config: dict[str, Any]) -> Any:
+    import yaml
+
     meta = yaml.safe_load((local / "MLmodel").read_text()) if (local / "MLmodel").exists() else {}
     flavors = meta.get("flavors", {})
     pt2 = sorted(local.glob(f"{flavors.get('pytorch', {}).get('model_data', 'data')}/*.pt2"))

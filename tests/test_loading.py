@@ -10,6 +10,7 @@ from fp_registry.errors import ModelLoadError, UnsafeFormatError
 from fp_registry.loading import load_model
 from fp_registry.modelio import save_model
 from fp_registry.nets import MLP
+from fp_registry.suspect import Suspect
 
 
 def test_reference_model_round_trip(tmp_path: Path) -> None:
@@ -73,3 +74,13 @@ def test_unknown_things(tmp_path: Path) -> None:
 def test_scenario_uri() -> None:
     m = load_model("scenario://digits-mlp?seed=0")
     assert m(torch.zeros(2, 64)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_pt2_program_with_fixed_batch_is_queried_in_padded_chunks(tmp_path: Path, batch: int) -> None:
+    m = MLP(in_features=4, hidden=[8], out_features=3).eval()
+    prog = torch.export.export(m, (torch.randn(batch, 4),))  # no dynamic_shapes: the batch size is baked in
+    torch.export.save(prog, str(tmp_path / "m.pt2"))
+    loaded = load_model(str(tmp_path / "m.pt2"))
+    x = torch.randn(7, 4)  # 7 is not a multiple of 3: the last chunk is padded
+    assert torch.allclose(m(x), Suspect(loaded).raw(x), atol=1e-6)
