@@ -70,11 +70,20 @@ def test_queries_stay_in_domain_and_artifact_holds_no_owner_weights(case: dict[s
     if fp.spec["domain"] is not None:
         lo, hi = fp.spec["domain"]
         assert float(x.min()) >= lo and float(x.max()) <= hi
-    # only the verifier MLP (N*m -> 128 -> 64 -> 32 -> 1) and its input normalisation, no owner weights
+    # only the verifier (weighted-distance layer by default) and its input normalisation, no owner weights
     v = fp.tensors["verifier"]
-    assert set(v) == {f"{i}.{k}" for i in (0, 2, 4, 6) for k in ("weight", "bias")} | {"shift", "scale"}
-    assert v["0.weight"].shape == (128, SETTINGS["n_queries"] * fp.spec["output_dim"])
-    assert fp.info["verifier"]["hidden"] == [128, 64, 32]
+    hidden = fp.info["verifier"]["hidden"]
+    assert set(v) == {f"{2 * i}.{k}" for i in range(len(hidden) + 1) for k in ("weight", "bias")} | {"shift", "scale"}
+    assert v["0.weight"].shape == ((hidden or [1])[0], SETTINGS["n_queries"] * fp.spec["output_dim"])
+
+
+def test_monotone_verifier_ranks_the_owner_first(case: dict[str, Any]) -> None:
+    fp = case["fp"]
+    assert fp.info["verifier"]["input"] == "abs"
+    assert bool((fp.tensors["verifier"]["0.weight"] <= 0).all())  # logit = bias - weighted distance to the owner
+    top = fp.verify(case["owner"]).score
+    assert all(fp.verify(m).score <= top for m in case["pos"] + case["neg"])
+    assert fp.verify(copy.deepcopy(case["owner"])).score == top
 
 
 def test_save_load_round_trip_gives_identical_scores(case: dict[str, Any], tmp_path: Any) -> None:

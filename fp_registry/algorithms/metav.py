@@ -17,15 +17,92 @@ from fp_registry.zoo.spec import ZooModel, ZooSplit
 HIDDEN = (128, 64, 32)
 
 
-def make_verifier(in_features: int, hidden: tuple[int, ...] = HIDDEN) -> nn.Sequential:
-    """The meta-verifier V: MLP(N*m -> 128 -> 64 -> 32 -> 1) with LeakyReLU; outputs a logit."""
+def make_verifier(in_features: int, hidden: tuple[int, ...] = HIDDEN, dropout: float = 0.0) -> nn.Sequential:
+    """The meta-verifier V: MLP(N*m -> 128 -> 64 -> 32 -> 1) with LeakyReLU; outputs a logit.
+
+    Dropout layers (training only) carry no weights, so state-dict keys stay ``{2i}.weight`` either way.
+    """
     layers: list[nn.Module] = []
     prev = in_features
     for width in hidden:
-        layers += [nn.Linear(prev, width), nn.LeakyReLU(0.2)]
+        layers += [nn.Linear(prev, width), nn.LeakyReLU(0.2) if dropout <= 0 else _LeakyDrop(dropout)]
         prev = width
     layers.append(nn.Linear(prev, 1))
     return nn.Sequential(*layers)
+
+
+class _LeakyDrop(nn.Module):
+    """LeakyReLU then dropout as one module, so layer indices (and artifact keys) match the plain verifier."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.act, self.drop = nn.LeakyReLU(0.2), nn.Dropout(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.act(x))
+
+
+def transform_features(out: torch.Tensor, task: str, mode: str) -> torch.Tensor:
+    """Canonical (n, m) outputs -> verifier features: ``prob`` as is, ``logprob`` centred log-probabilities.
+
+    Why logprob: saturated softmax outputs hide how confident a model is; centred log-probabilities are the
+    logits up to a constant, so the verifier sees margins whatever the suspect's head returns.
+    """
+    if mode == "prob" or task != "classification":
+        return out
+    logp = out.clamp_min(1e-6).log()
+    return logp - logp.mean(dim=1, keepdim=True)
+
+
+def squash(z: torch.Tensor, k: float) -> torch.Tensor:
+    """``k * tanh(z / k)`` for k > 0, identity otherwise.
+
+    Why: a ReLU verifier extrapolates linearly, so a suspect far from every zoo model could get an arbitrarily
+    large logit; bounded features keep such suspects inside the region the verifier was trained on.
+    """
+    return k * torch.tanh(z / k) if k > 0 else z
+
+
+def verifier_input(feats: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, k: float,
+                   signed: bool) -> torch.Tensor:
+    """Normalised features; for the monotone verifier their magnitude (distance to the reference per output)."""
+    z = (feats - shift) / scale
+    return squash(z if signed else z.abs(), k)
+
+
+class _NonNeg(nn.Module):
+    """Parametrisation ``w -> sign * |w|``: non-negative hidden weights, non-positive output weights."""
+
+    def __init__(self, sign: float) -> None:
+        super().__init__()
+        self.sign = sign
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return self.sign * w.abs()
+
+
+def _make_monotone(verifier: nn.Sequential) -> None:
+    """Constrain V to be non-increasing in every input: monotone activations, |w| inside, -|w| at the output.
+
+    Why: with inputs |f(I) - f0(I)|, the owner itself (all zeros) then gets the highest possible logit and a
+    suspect can never look *more* derived by moving further from the owner, the failure mode of a free MLP
+    that extrapolates from ~15 training negatives.
+    """
+    from torch.nn.utils import parametrize
+
+    linears = [m for m in verifier if isinstance(m, nn.Linear)]
+    for layer in linears:
+        parametrize.register_parametrization(layer, "weight", _NonNeg(-1.0 if layer is linears[-1] else 1.0))
+
+
+def plain_state(verifier: nn.Sequential) -> dict[str, torch.Tensor]:
+    """The verifier's effective weights under plain ``make_verifier`` keys (parametrisations resolved)."""
+    out = {}
+    for i, layer in enumerate(verifier):
+        if isinstance(layer, nn.Linear):
+            out[f"{i}.weight"] = layer.weight.detach().clone()
+            out[f"{i}.bias"] = layer.bias.detach().clone()
+    return out
 
 
 class _Queries(nn.Module):
@@ -51,8 +128,8 @@ class _Queries(nn.Module):
 class _Member:
     """A zoo model as a differentiable feature map: frozen, eval mode, canonicalised like ``Suspect.outputs``."""
 
-    def __init__(self, model: Any, task: str, output_dim: int) -> None:
-        self.model, self.task, self.output_dim = model, task, output_dim
+    def __init__(self, model: Any, task: str, output_dim: int, mode: str = "prob") -> None:
+        self.model, self.task, self.output_dim, self.mode = model, task, output_dim, mode
         self.module = model if isinstance(model, nn.Module) else None
         self.probs: bool | None = None  # whether the model already returns probabilities (decided once)
         self._saved: tuple[bool, list[bool]] | None = None
@@ -74,12 +151,14 @@ class _Member:
                 p.requires_grad_(flag)
             self.module.train(training)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """(1, N*m) verifier features; ``params`` replaces weights (an on-the-fly perturbed copy)."""
         if self.module is None:  # a pure black box: no gradient reaches the queries through it
             from fp_registry.suspect import Suspect
 
-            return Suspect(self.model).outputs(x.detach(), self.task, self.output_dim).reshape(1, -1)
-        out = self.module(x)
+            out = Suspect(self.model).outputs(x.detach(), self.task, self.output_dim)
+            return transform_features(out, self.task, self.mode).reshape(1, -1)
+        out = self.module(x) if params is None else torch.func.functional_call(self.module, params, (x,))
         out = out.reshape(len(x), -1)
         if out.shape[1] != self.output_dim:
             raise ShapeMismatchError(f"zoo model returns {out.shape[1]} outputs, the owner {self.output_dim}")
@@ -88,7 +167,30 @@ class _Member:
                 d = out.detach()
                 self.probs = bool((d >= -1e-6).all()) and bool(torch.allclose(d.sum(1), torch.ones(len(d)), atol=1e-3))
             out = out.clamp_min(0) if self.probs else torch.softmax(out, dim=1)
-        return out.reshape(1, -1)
+        return transform_features(out, self.task, self.mode).reshape(1, -1)
+
+    @torch.no_grad()
+    def perturbed(self, gen: torch.Generator, noise: float, prune: float) -> dict[str, torch.Tensor] | None:
+        """Weights of a cheap modified copy: Gaussian noise up to ``noise`` x std, magnitude pruning up to ``prune``.
+
+        Why: the zoo has only ~15 models per side; random modifications of each member (kept on its side)
+        show the verifier many more of the families it must be robust to, without training new models.
+        """
+        if self.module is None:
+            return None
+        out = {}
+        sigma = noise * float(torch.rand((), generator=gen))
+        ratio = prune * float(torch.rand((), generator=gen)) if float(torch.rand((), generator=gen)) < 0.5 else 0.0
+        for name, w in self.module.named_parameters():
+            if w.ndim < 2:
+                continue
+            new = w + sigma * float(w.std()) * torch.randn(w.shape, generator=gen)
+            if ratio > 0:
+                k = int(ratio * w.numel())
+                cut = w.abs().flatten().kthvalue(k).values if k > 0 else None
+                new = new if cut is None else new * (w.abs() > cut)
+            out[name] = new
+        return out
 
 
 def _auc(pos: list[float], neg: list[float]) -> float:
@@ -112,11 +214,15 @@ class MetaV(Method):
     tasks = ("classification", "regression", "generation")
     zoo_use = "train"
     fidelity = "faithful to the abstract and an unofficial re-implementation; verifier architecture is ours"
-    defaults: dict[str, Any] = {"n_queries": 50, "steps": 400, "lr_verifier": 1e-3, "lr_queries": 1e-2,
+    # Defaults chosen on the calibration split of digits-mlp (benchmarks/metav_experiments.py), never on test.
+    defaults: dict[str, Any] = {"n_queries": 50, "steps": 1000, "lr_verifier": 5e-2, "lr_queries": 1e-2,
                                 "n_pos": 3, "n_neg": 3, "adaptive": True, "input_noise": 0.0,
-                                "holdout": 0.25, "eval_every": 10, "patience": 12,
+                                "holdout": 0.0, "eval_every": 10, "patience": 12,
                                 "label_smoothing": 0.0, "weight_decay": 0.0,
-                                "score_temperature": 1.0}
+                                "score_temperature": 0.5, "features": "logprob", "center": "owner",
+                                "aug_pos": 3, "aug_neg": 3, "aug_noise": 0.15, "aug_prune": 0.7,
+                                "dropout": 0.0, "hidden": [], "squash": 0.0, "monotone": True,
+                                "init": "mixed", "select": "aruc"}
     default_threshold = 0.5
 
     # ---------------------------------------------------------------- build
@@ -124,13 +230,15 @@ class MetaV(Method):
         if zoo is None or not zoo.negatives:
             raise UsageError("metav trains on a zoo and needs independent (negative) models",
                              "pass negatives=[...] (and positives=[...]) or let fingerprint() build a zoo")
+        s = self.settings
         gen = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
-        n = int(self.settings["n_queries"])
-        queries = _Queries(owner.sample_inputs(n, gen), owner.domain)
+        n = int(s["n_queries"])
+        queries = _Queries(self._init(owner, n, gen), owner.domain)
         train_pos, train_neg, val_pos, val_neg = self._split(owner, zoo, gen)
-        wrap = lambda ms: [_Member(m.model, owner.task, owner.output_dim) for m in ms]  # noqa: E731
+        wrap = lambda ms: [_Member(m.model, owner.task, owner.output_dim, str(s["features"])) for m in ms]  # noqa: E731
         pos, neg, vpos, vneg = wrap(train_pos), wrap(train_neg), wrap(val_pos), wrap(val_neg)
+        hidden = tuple(int(h) for h in s["hidden"])
         with contextlib.ExitStack() as stack:  # zoo models are frozen only while training
             for member in pos + neg + vpos + vneg:
                 stack.enter_context(member)
@@ -138,19 +246,48 @@ class MetaV(Method):
                 feats = torch.cat([m.features(queries()) for m in pos + neg])
             if not bool(torch.isfinite(feats).all()):
                 raise UsageError("a zoo model returns non-finite outputs on the owner's inputs")
-            shift, scale = feats.mean(0), self._scale(feats)
-            verifier = make_verifier(n * owner.output_dim)
-            best = self._train(queries, verifier, shift, scale, pos, neg, vpos, vneg, owner, gen, progress)
-        x = owner.clamp(best["x"])
+            center = self._center(pos[0], feats)
+            scale = self._scale(feats - center(queries()).detach())
+            verifier = make_verifier(n * owner.output_dim, hidden, float(s["dropout"]))
+            if s["monotone"]:
+                _make_monotone(verifier)
+            best = self._train(queries, verifier, center, scale, pos, neg, vpos, vneg, owner, gen, progress)
+            x = owner.clamp(best["x"])
+            with torch.no_grad():
+                shift = center(x).reshape(-1)
         tensors = {"queries": {"x": x.contiguous()},
                    "verifier": {**{k: v.contiguous() for k, v in best["verifier"].items()},
                                 "shift": shift.contiguous(), "scale": scale.contiguous()}}
-        info = {"verifier": {"in_features": n * owner.output_dim, "hidden": list(HIDDEN), "activation": "leaky_relu(0.2)",
-                             "output": "sigmoid"},
+        info = {"verifier": {"in_features": n * owner.output_dim, "hidden": list(hidden),
+                             "activation": "leaky_relu(0.2)", "output": "sigmoid", "features": s["features"],
+                             "input": "abs" if s["monotone"] else "signed", "squash": float(s["squash"])},
                 "n_queries": n, "steps_run": best["steps_run"], "best_step": best["step"],
                 "holdout": {"positives": len(vpos), "negatives": len(vneg), "auc": best["auc"]},
                 "train_models": {"positives": len(pos), "negatives": len(neg)}}
         return Built(tensors, info)
+
+    def _init(self, owner: Owner, n: int, gen: torch.Generator) -> torch.Tensor:
+        """Initial queries: owner inputs (``data``), or half of them uniform in the input domain (``mixed``).
+
+        Why mixed: off-manifold inputs are where the owner's own quirks live (copied by distillation and
+        extraction, not shared by independently trained models); data rows keep the on-manifold half.
+        """
+        x = owner.sample_inputs(n, gen)
+        if self.settings["init"] == "mixed" and owner.domain is not None:
+            lo, hi = owner.domain
+            k = n // 2
+            x[k:] = lo + (hi - lo) * torch.rand(x[k:].shape, generator=gen)
+        return x
+
+    def _center(self, me: _Member, feats: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Reference subtracted from features: the zoo's mean (fixed) or the owner's own outputs on the queries.
+
+        Why the owner: V then sees residuals to the owner, so "close to the owner" is the easy rule to learn.
+        """
+        if self.settings["center"] == "owner":
+            return lambda x: me.features(x)
+        mean = feats.mean(0, keepdim=True)
+        return lambda x: mean
 
     @staticmethod
     def _scale(feats: torch.Tensor) -> torch.Tensor:
@@ -173,9 +310,20 @@ class MetaV(Method):
         me = ZooModel("owner", owner.model, True, "owner", "train")
         return [me] + tp, tn, vp, vn
 
-    def _train(self, queries: _Queries, verifier: nn.Sequential, shift: torch.Tensor, scale: torch.Tensor,
-               pos: list[_Member], neg: list[_Member], vpos: list[_Member], vneg: list[_Member],
-               owner: Owner, gen: torch.Generator, progress: bool) -> dict[str, Any]:
+    def _batch(self, pos: list[_Member], neg: list[_Member], gen: torch.Generator
+               ) -> tuple[list[tuple[_Member, Any]], list[tuple[_Member, Any]]]:
+        """One step's models: owner, sampled zoo members, and randomly modified copies (owner / negatives)."""
+        s = self.settings
+        noise, prune = float(s["aug_noise"]), float(s["aug_prune"])
+        bp = [(m, None) for m in [pos[0]] + self._pick(pos[1:], int(s["n_pos"]), gen)]
+        bn = [(m, None) for m in self._pick(neg, int(s["n_neg"]), gen)]
+        bp += [(pos[0], pos[0].perturbed(gen, noise, prune)) for _ in range(int(s["aug_pos"]))]
+        bn += [(m, m.perturbed(gen, noise, prune)) for m in self._pick(neg, int(s["aug_neg"]), gen)]
+        return bp, bn
+
+    def _train(self, queries: _Queries, verifier: nn.Sequential, center: Callable[[torch.Tensor], torch.Tensor],
+               scale: torch.Tensor, pos: list[_Member], neg: list[_Member], vpos: list[_Member],
+               vneg: list[_Member], owner: Owner, gen: torch.Generator, progress: bool) -> dict[str, Any]:
         from tqdm.auto import tqdm
 
         s = self.settings
@@ -185,15 +333,23 @@ class MetaV(Method):
         opt_v = torch.optim.Adam(verifier.parameters(), lr=float(s["lr_verifier"]),
                                  weight_decay=float(s["weight_decay"]))
         opt_q = torch.optim.Adam([queries.w], lr=float(s["lr_queries"])) if adaptive else None
-        v_of = lambda m, x: verifier((m.features(x) - shift) / scale).reshape(())  # noqa: E731
+
+        k, signed = float(s["squash"]), not s["monotone"]
+
+        def v_of(m: _Member, x: torch.Tensor, ref: torch.Tensor, params: Any = None) -> torch.Tensor:
+            return verifier(verifier_input(m.features(x, params), ref, scale, k, signed)).reshape(())
+
         best: dict[str, Any] = {"key": (-1.0, -math.inf), "step": 0, "auc": None, "x": queries().detach().clone(),
-                                "verifier": copy.deepcopy(verifier.state_dict())}
+                                "verifier": plain_state(verifier)}
         bad, steps = 0, int(s["steps"])
         bar = tqdm(range(steps), desc="metav", disable=not progress, leave=False)
         for step in bar:
+            verifier.train()
             x = self._transform(queries(), owner, gen)
-            logits_p = torch.stack([v_of(m, x) for m in [pos[0]] + self._pick(pos[1:], int(s["n_pos"]), gen)])
-            logits_n = torch.stack([v_of(m, x) for m in self._pick(neg, int(s["n_neg"]), gen)])
+            ref = center(x)
+            bp, bn = self._batch(pos, neg, gen)
+            logits_p = torch.stack([v_of(m, x, ref, p) for m, p in bp])
+            logits_n = torch.stack([v_of(m, x, ref, p) for m, p in bn])
             eps = float(s["label_smoothing"])  # bounded logits: scores do not saturate into ties at 0 or 1
             loss = (F.binary_cross_entropy_with_logits(logits_p, torch.full_like(logits_p, 1 - eps))
                     + F.binary_cross_entropy_with_logits(logits_n, torch.full_like(logits_n, eps)))
@@ -206,10 +362,11 @@ class MetaV(Method):
                 opt_q.step()
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
             if (step + 1) % int(s["eval_every"]) == 0 or step + 1 == steps:
-                key = self._evaluate(queries, v_of, vpos or pos, vneg or neg)
+                verifier.eval()
+                key = self._evaluate(queries, center, v_of, vpos or pos, vneg or neg, str(s["select"]))
                 if key > best["key"]:
                     best = {"key": key, "step": step + 1, "auc": key[0], "x": queries().detach().clone(),
-                            "verifier": copy.deepcopy(verifier.state_dict())}
+                            "verifier": plain_state(verifier)}
                     bad = 0
                 else:
                     bad += 1
@@ -220,13 +377,21 @@ class MetaV(Method):
         return best
 
     @staticmethod
-    def _evaluate(queries: _Queries, v_of: Callable[..., torch.Tensor], vpos: list[_Member],
-                  vneg: list[_Member]) -> tuple[float, float]:
-        """Held-out (AUC, margin): separation first, then the gap between the worst positive and negative."""
+    def _evaluate(queries: _Queries, center: Callable[[torch.Tensor], torch.Tensor],
+                  v_of: Callable[..., torch.Tensor], vpos: list[_Member], vneg: list[_Member],
+                  select: str = "margin") -> tuple[float, float]:
+        """Held-out (AUC, margin): separation first, then the logit gap between the worst positive and negative
+        (``select="margin"``) or the ARUC of the sigmoid scores (``select="aruc"``)."""
         with torch.no_grad():
             x = queries()
-            p = [float(v_of(m, x)) for m in vpos]
-            n = [float(v_of(m, x)) for m in vneg]
+            ref = center(x)
+            p = [float(v_of(m, x, ref)) for m in vpos]
+            n = [float(v_of(m, x, ref)) for m in vneg]
+        if select == "aruc":
+            from fp_registry.evaluation.metrics import aruc
+
+            sig = lambda v: 1 / (1 + math.exp(-max(-700.0, v)))  # noqa: E731
+            return _auc(p, n), aruc([sig(v) for v in p], [sig(v) for v in n])
         return _auc(p, n), min(p) - max(n)
 
     @staticmethod
@@ -250,15 +415,20 @@ class MetaV(Method):
         # fresh, aligned copies: loaded (mmap-ed) tensors may take other SIMD paths and differ in the last bits
         x = fp.tensors["queries"]["x"].clone()
         out_dim = int(fp.spec["output_dim"])
-        feats = suspect.outputs(x, fp.task, out_dim).reshape(1, -1).double()
+        mode = str(fp.info.get("verifier", {}).get("features", "prob"))
+        out = suspect.outputs(x, fp.task, out_dim).double()
+        feats = transform_features(out, fp.task, mode).reshape(1, -1)
         v = {k: t.clone().double() for k, t in fp.tensors["verifier"].items()}
         if feats.shape[1] != v["shift"].numel():
             raise ShapeMismatchError(f"suspect {suspect.name} gives {feats.shape[1]} features, "
                                      f"the verifier expects {v['shift'].numel()}")
         net = make_verifier(feats.shape[1], tuple(fp.info.get("verifier", {}).get("hidden", HIDDEN))).double()
         net.load_state_dict({k: t for k, t in v.items() if k not in ("shift", "scale")})
+        meta = fp.info.get("verifier", {})
         with torch.no_grad():
-            logit = float(net((feats - v["shift"]) / v["scale"]).reshape(()))
+            z = verifier_input(feats, v["shift"], v["scale"], float(meta.get("squash", 0.0)),
+                               meta.get("input", "signed") == "signed")
+            logit = float(net(z).reshape(()))
         if not math.isfinite(logit):
             raise ShapeMismatchError(f"suspect {suspect.name} returns non-finite outputs on the fingerprint queries")
         # sigmoid(logit / T): monotone in the verifier's logit, so rankings are unchanged, but confident
