@@ -78,6 +78,8 @@ def protect_cmd(repo: str, vault: str, method: str, scenario: str, claim: bool) 
 def check_cmd(repo: str, vault: str, allow_pickle: bool, as_json: bool) -> None:
     """Check one repo against every protected entry; exit 0 no match, 1 match, 2 error."""
     verdicts = check_repo(repo, vault, allow_pickle)
+    if not verdicts and not as_json:
+        click.echo(f"{repo}: no other protected model to compare with", err=True)
     if as_json:
         click.echo(json.dumps([v.to_dict() for v in verdicts], indent=1))
     else:

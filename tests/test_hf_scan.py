@@ -125,6 +125,17 @@ def test_cli_scan_and_check_exit_codes(world, tmp_path):
     assert runner.invoke(cli, ["hf", "check", "other/digits-indep", "--vault", "acme/vault"]).exit_code == 0
 
 
+def test_protect_repo_with_card_claim_then_check(world, digits_independent):
+    from fp_registry.integrations.hf_cli import check_repo, protect_repo
+
+    entry = protect_repo("acme/owner", "acme/vault2", method="ipguard", negatives=digits_independent[:3], claim=True)
+    assert entry.model_uri.startswith("hf://acme/owner@") and world.repos["acme/vault2"].private
+    assert entry.digest in world.repos["acme/owner"].head[1]["README.md"].decode()
+    assert [v.label for v in check_repo("pirate/digits-pruned", "acme/vault2")] == ["match"]
+    assert [v.label for v in check_repo("other/digits-indep", "acme/vault2")] == ["clean"]
+    assert check_repo("acme/owner", "acme/vault2") == []  # its own entry is left out
+
+
 def test_prefilter_rules():
     from fp_registry.integrations.hf_scan import fits, io_spec
 
