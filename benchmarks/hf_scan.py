@@ -40,7 +40,7 @@ def populate(n_copies: int, n_indep: int, n_distract: int, method: str) -> dict[
     groups: dict[str, list[str]] = {"copies": [], "independent": [], "distractors": []}
     for i in range(n_copies):
         model = (fit(copy.deepcopy(owner), "classification", x, y, epochs=2, lr=1e-3, seed=i) if i % 2 == 0
-                 else prune(owner, None, ratio=0.2 + 0.05 * i))
+                 else prune(owner, None, ratio=0.1 + 0.4 * i / max(1, n_copies - 1)))  # 10-50 % of weights
         groups["copies"].append(f"pirate/copy-{i}")
         push_reference(model, groups["copies"][-1])
     ox, oy = sc.load_data().owner
