@@ -123,6 +123,8 @@ def test_cli_scan_and_check_exit_codes(world, tmp_path):
     assert res.exit_code == 2, res.output
     assert runner.invoke(cli, ["hf", "check", "pirate/digits-ft", "--vault", "acme/vault"]).exit_code == 1
     assert runner.invoke(cli, ["hf", "check", "other/digits-indep", "--vault", "acme/vault"]).exit_code == 0
+    generic = runner.invoke(cli, ["check", "hf://pirate/digits-pruned", "--against", "hf://acme/vault"])
+    assert generic.exit_code == 1, generic.output  # the same through the generic backend + loader hooks
 
 
 def test_protect_repo_with_card_claim_then_check(world, digits_independent):
