@@ -21,10 +21,6 @@ class Candidate:
     sha: str
     files: tuple[str, ...]
 
-    @property
-    def key(self) -> str:
-        return f"{self.repo}@{self.sha}"
-
 
 @dataclass(frozen=True)
 class ScanContext:
@@ -34,6 +30,13 @@ class ScanContext:
     entries: tuple[dict[str, Any], ...]
     allow_pickle: bool = False
     env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def entries_key(self) -> str:
+        """Changes when an entry is added or replaced: a rescan then re-checks every repo."""
+        import hashlib
+
+        return hashlib.sha256(",".join(sorted(e["digest"] for e in self.entries)).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -46,10 +49,7 @@ class RepoResult:
     reason: str = ""
     verdicts: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=lambda: {"download": 0.0, "load": 0.0, "verify": 0.0})
-
-    @property
-    def key(self) -> str:
-        return f"{self.repo}@{self.sha}"
+    entries_key: str = ""  #: which set of protected entries this result was checked against
 
 
 def list_candidates(search: str | None = None, author: str | None = None, filters: Iterable[str] = (),
@@ -111,7 +111,7 @@ def check_candidate(ctx: ScanContext, cand: Candidate) -> RepoResult:
     """Pre-filter, download, load, verify one repo; every failure becomes an ``error`` result, never an exception."""
     for key, value in ctx.env.items():
         os.environ.setdefault(key, value)  # Ray workers: the endpoint and token of the driver
-    result = RepoResult(cand.repo, cand.sha, "skipped")
+    result = RepoResult(cand.repo, cand.sha, "skipped", entries_key=ctx.entries_key)
     try:
         _check(ctx, cand, result)
     except Exception as exc:  # one bad repo never stops the scan
@@ -166,6 +166,10 @@ def _verify(ctx: ScanContext, entry: Any, model: Any, suspect: str) -> dict[str,
     return {k: val for k, val in v.to_dict().items()}
 
 
+def state_key(repo: str, sha: str, entries_key: str) -> str:
+    return f"{repo}@{sha}#{entries_key}"
+
+
 class ScanState:
     """Append-only JSONL of finished results keyed by repo@commit; errors are retried on the next run."""
 
@@ -179,7 +183,7 @@ class ScanState:
                 except ValueError:
                     continue  # a line cut by a crash mid-write
                 if row.get("status") != "error":
-                    self.done[f"{row['repo']}@{row['sha']}"] = row
+                    self.done[state_key(row["repo"], row["sha"], row.get("entries_key", ""))] = row
 
     def add(self, result: RepoResult) -> None:
         if self.path is None:
@@ -239,7 +243,7 @@ def scan(vault: str, *, search: str | None = None, author: str | None = None, fi
     for entry in entries:  # fail early (and once) on a broken vault, before any repo is touched
         _fingerprint(ctx, entry)
     st, own = ScanState(state), {repo_of(e.model_uri) for e in entries}
-    todo = _pending(list_candidates(search, author, filters, limit), st, own, report, on_result)
+    todo = _pending(list_candidates(search, author, filters, limit), st, own, ctx.entries_key, report, on_result)
     for result in make_executor(executor, workers).map_unordered(check_candidate, ctx, todo):
         st.add(result)
         row = asdict(result)
@@ -252,14 +256,15 @@ def scan(vault: str, *, search: str | None = None, author: str | None = None, fi
     return report
 
 
-def _pending(cands: Iterable[Candidate], st: ScanState, own: set[str], report: ScanReport,
+def _pending(cands: Iterable[Candidate], st: ScanState, own: set[str], entries_key: str, report: ScanReport,
              on_result: Callable[[dict[str, Any]], None] | None) -> Iterator[Candidate]:
-    """Candidates still to check; those done at the same commit (or protected themselves) are reported as is."""
+    """Candidates still to check; those done at the same commit against the same entries are reported as is."""
     for cand in cands:
+        key = state_key(cand.repo, cand.sha, entries_key)
         if cand.repo in own:
             row = asdict(RepoResult(cand.repo, cand.sha, "skipped", "a protected model (in the vault)"))
-        elif cand.key in st.done:
-            row = {**st.done[cand.key], "resumed": True}
+        elif key in st.done:
+            row = {**st.done[key], "resumed": True}
             report.resumed += 1
         else:
             yield cand

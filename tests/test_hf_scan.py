@@ -68,19 +68,25 @@ def test_scan_flags_exactly_the_two_copies(world, tmp_path):
     assert len(recorded) == 2 and all("pirate" in p for p in recorded)
 
 
-def test_rescan_skips_unchanged_commits_and_rechecks_new_ones(world, tmp_path):
+def test_rescan_skips_unchanged_commits_and_rechecks_new_ones(world, tmp_path, ipguard_fp):
+    from fp_registry.integrations.hf_backend import HfVault
     from fp_registry.integrations.hf_scan import scan
 
+    vault = "hf://acme/vault3"
+    HfVault(vault).put(ipguard_fp, "hf://acme/owner@" + world.repos["acme/owner"].commits[0][0])
     state = tmp_path / "state.jsonl"
-    first = scan(VAULT, author="pirate", state=state, record=False)
+    first = scan(vault, author="pirate", state=state, record=False)
     assert first.summary()["resumed"] == 0
     before = len(weight_downloads(world, "pirate/digits-pruned"))
-    second = scan(VAULT, author="pirate", state=state, record=False)
+    second = scan(vault, author="pirate", state=state, record=False)
     assert second.summary()["resumed"] == 2 and {r["status"] for r in second.results} == {"match"}
     assert len(weight_downloads(world, "pirate/digits-pruned")) == before
     world.commit("pirate/digits-pruned", {"notes.md": b"new commit"})
-    third = by_repo(scan(VAULT, author="pirate", state=state, record=False))
+    third = by_repo(scan(vault, author="pirate", state=state, record=False))
     assert third["pirate/digits-pruned"].get("resumed") is None and third["pirate/digits-ft"]["resumed"]
+    HfVault(vault).put(ipguard_fp, "hf://acme/other-owner@" + "0" * 40)  # a newly protected model
+    fourth = scan(vault, author="pirate", state=state, record=False)
+    assert fourth.summary()["resumed"] == 0  # every repo is checked against the new entry too
 
 
 def test_interrupted_scan_picks_up_where_it_stopped(world, tmp_path):
