@@ -23,6 +23,7 @@ def protect_repo(repo: str, vault: str, method: str = "ipguard", scenario: str =
                  negatives: list[Any] | None = None, claim: bool = False, **settings: Any) -> Any:
     """Download ``hf://REPO``, fingerprint it on the scenario's owner data and store the entry in the vault."""
     from fp_registry.fingerprints import fingerprint
+    from fp_registry.methods import get_method_class
     from fp_registry.scenarios import owner_inputs, train_owner
 
     from .hf_backend import HfVault, claim_in_card
@@ -31,7 +32,9 @@ def protect_repo(repo: str, vault: str, method: str = "ipguard", scenario: str =
     name, rev = parse_uri(repo)
     sha, _ = resolve(name, rev)
     model = load_hf(f"hf://{name}@{sha}")
-    if negatives is None:  # independent models of the task show what "unrelated" looks like (seeds 1000+)
+    if negatives is None and get_method_class(method).zoo_use == "calibrate":
+        # independent models of the task show what "unrelated" looks like (seeds 1000+); methods that train on a
+        # zoo (metav) get their full zoo built (and cached) by fingerprint() instead
         negatives = [train_owner(scenario, seed=1000 + i) for i in range(3)]
     fp = fingerprint(model, method=method, negatives=negatives, progress=False, **owner_inputs(scenario), **settings)
     entry = HfVault(vault_uri(vault)).put(fp, f"hf://{name}@{sha}")
