@@ -31,10 +31,10 @@ def run(model: Any, kw: dict[str, Any], zoo: Any, settings: dict[str, Any], seed
     from fp_registry.evaluation import metrics
     from fp_registry.fingerprints import fingerprint
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     fp = fingerprint(model, method="metav", zoo=zoo, seed=seed, progress=False, **kw, **settings)
-    secs = time.perf_counter() - start
-    out: dict[str, Any] = {"settings": settings, "seconds": round(secs, 1), "tau": fp.threshold,
+    secs, cpu = time.perf_counter() - start, time.process_time() - cpu
+    out: dict[str, Any] = {"settings": settings, "seconds": round(secs, 1), "cpu": round(cpu, 1), "tau": fp.threshold,
                            "best_step": fp.info.get("best_step"), "steps_run": fp.info.get("steps_run")}
     cal = fp.calibration
     out["cal"] = metrics.summary(cal.positive_scores, cal.negative_scores, fp.threshold)
@@ -73,7 +73,7 @@ def temperature_sweep(fp: Any, zoo: Any, temps: tuple[float, ...] = (1.0, 0.5, 0
 
 def fmt(r: dict[str, Any]) -> str:
     c, t = r["cal"], r["test"]
-    return (f"{json.dumps(r['settings'])} {r['seconds']}s step {r['best_step']}/{r['steps_run']} tau={r['tau']:.4f} | "
+    return (f"{json.dumps(r['settings'])} {r['seconds']}s (cpu {r['cpu']}s) step {r['best_step']}/{r['steps_run']} tau={r['tau']:.4f} | "
             f"CAL aruc {c['aruc']:.3f} auc {c['roc_auc']:.3f} | TEST aruc {t['aruc']:.3f} auc {t['roc_auc']:.3f} "
             f"tpr {t['tpr']:.3f} tnr {t['tnr']:.3f} tpr1 {t['tpr_at_1fpr']:.3f}")
 

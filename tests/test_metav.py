@@ -14,6 +14,15 @@ from fp_registry.errors import ShapeMismatchError, UsageError
 SETTINGS = {"n_queries": 10, "steps": 60, "eval_every": 10, "patience": 3}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Any:
+    """Tiny models: one intra-op thread avoids spin-waiting on the shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _train(name: str, seed: int, epochs: int) -> torch.nn.Module:
     from fp_registry.scenarios import get_scenario
 
