@@ -129,8 +129,10 @@ class MlflowBackend(Backend):
             return
         self._best[suspect_uri] = rank
         name, version = split_model_uri(suspect_uri)
-        for key, value in verdict_tags(verdict, entry).items():
-            self._call("set verdict tag", self.client.set_model_version_tag, name, version, key, value)
+        tags = verdict_tags(verdict, entry)
+        # The verdict tag goes last: a reader that sees it can rely on score, p-value and match being written.
+        for key in sorted(tags, key=lambda k: k == TAG + "verdict"):
+            self._call("set verdict tag", self.client.set_model_version_tag, name, version, key, tags[key])
 
 
 def verdict_tags(verdict: Verdict, entry: RegistryEntry | None) -> dict[str, str]:

@@ -9,7 +9,7 @@ from .mlflow_backend import TAG, MlflowBackend, verdict_tags
 
 
 def protect_version(backend: MlflowBackend, name: str, version: str, method: str = "ipguard",
-                    scenario: str = "digits-mlp", n_negatives: int = 3, **settings: Any) -> RegistryEntry:
+                    scenario: str = "digits-mlp", n_negatives: int = 9, **settings: Any) -> RegistryEntry:
     """Fingerprint ``models:/NAME/VERSION`` on the scenario's owner data and store it beside the version."""
     from fp_registry.fingerprints import fingerprint
     from fp_registry.loading import load_model

@@ -34,23 +34,39 @@ def protect(model: str, method: str, task: str, data: str, out: str, signature: 
 
 
 @click.command()
-@click.option("--registry", type=click.Path(), help="Registry directory (default: FP_REGISTRY_HOME/demo-registry).")
+@click.option("--local", is_flag=True, help="Use a file:// registry instead of a local MLflow server.")
+@click.option("--method", "-m", default="ipguard", show_default=True, help="Method that protects the owner.")
+@click.option("--dir", "root", type=click.Path(), help="State directory (default: FP_REGISTRY_HOME/demo-mlflow).")
+@click.option("--keep-server", is_flag=True, help="Leave the MLflow server running to browse its UI.")
 @click.option("--json", "as_json", is_flag=True)
-def demo(registry: str | None, as_json: bool) -> None:
-    """Protect a digits model, then check an exact copy, a fine-tuned copy and an independent model."""
+def demo(local: bool, method: str, root: str | None, keep_server: bool, as_json: bool) -> None:
+    """The main flow: MLflow server, protected owner, five suspects registered, verdict tags read back."""
     from pathlib import Path
 
     from fp_registry.config import home_dir
-    from fp_registry.demo import run_local_demo
     from fp_registry.render import echo_json, table
 
-    path = Path(registry) if registry else home_dir() / "demo-registry"
-    rows = run_local_demo(path, echo=(lambda *a: None) if as_json else click.echo)
+    quiet = (lambda *a: None) if as_json else (lambda msg: click.echo(msg, err=True))
+    if local:
+        from fp_registry.demo import run_local_demo
+
+        path = Path(root) if root else home_dir() / "demo-registry"
+        rows = run_local_demo(path, method=method, echo=quiet)
+        cols, where = ["suspect", "verdict", "score", "threshold", "p_value"], f"registry: file://{path}"
+    else:
+        from fp_registry.integrations.mlflow_demo import run_demo
+
+        path = Path(root) if root else home_dir() / "demo-mlflow"
+        rows, url, pid = run_demo(path, method=method, keep_server=keep_server, echo=quiet)
+        cols = ["model", "lineage", "truth", "verdict", "score", "p_value", "matched", "correct"]
+        where = (f"MLflow UI: {url} (server left running; stop it with: kill {pid})" if keep_server else
+                 f"MLflow UI: mlflow ui --backend-store-uri sqlite:///{path / 'mlflow.db'} "
+                 f"--default-artifact-root {path / 'artifacts'}")
     if as_json:
         echo_json(rows)
         return
-    click.echo(table(rows, ["suspect", "verdict", "score", "threshold", "p_value"]))
-    click.echo(f"registry: file://{path} (fingerprints are secrets: keep it private)")
+    click.echo(table(rows, cols))
+    click.echo(where)
 
 
 @hookimpl
