@@ -15,7 +15,10 @@ import click
 @click.option("--reconcile-every", default=300.0, show_default=True, help="seconds between reconciliation sweeps")
 @click.option("--hf-vault", default=lambda: os.environ.get("FP_REGISTRY_HF_VAULT", ""),
               help="ORG/VAULT: also accept Hub webhooks at /webhooks/hf (secret: $FP_REGISTRY_HF_WEBHOOK_SECRET)")
-def serve(registry: str, host: str, port: int, queue_path: str, reconcile_every: float, hf_vault: str) -> None:
+@click.option("--mlflow/--no-mlflow", "use_mlflow", default=True, show_default=True,
+              help="--no-mlflow (with --hf-vault): Hub webhooks only, no MLflow route secret, no reconciliation")
+def serve(registry: str, host: str, port: int, queue_path: str, reconcile_every: float, hf_vault: str,
+          use_mlflow: bool) -> None:
     """Receive MLflow webhooks at http://HOST:PORT/webhooks/mlflow (secret: $FP_REGISTRY_WEBHOOK_SECRET)."""
     import threading
 
@@ -26,6 +29,12 @@ def serve(registry: str, host: str, port: int, queue_path: str, reconcile_every:
     from .worker import mlflow_processor, reconcile_mlflow, run_forever
 
     secret = os.environ.get("FP_REGISTRY_WEBHOOK_SECRET", "")
+    if not use_mlflow and not hf_vault:
+        raise click.UsageError("--no-mlflow needs --hf-vault: there would be nothing to receive")
+    if not use_mlflow:
+        import secrets  # the MLflow route stays mounted but no sender can know this secret
+
+        secret = secret or secrets.token_hex(32)
     if not secret:
         raise click.UsageError("set FP_REGISTRY_WEBHOOK_SECRET to the secret given to MLflow's create_webhook")
     hf_secret = os.environ.get("FP_REGISTRY_HF_WEBHOOK_SECRET", "")
@@ -40,7 +49,7 @@ def serve(registry: str, host: str, port: int, queue_path: str, reconcile_every:
         process = dispatch({"hf": hf_processor(hf_vault)}, default=process)
     worker = threading.Thread(target=run_forever, daemon=True,
                               args=(queue, process, stop),
-                              kwargs={"reconcile": lambda: reconcile_mlflow(queue, registry),
+                              kwargs={"reconcile": (lambda: reconcile_mlflow(queue, registry)) if use_mlflow else None,
                                       "reconcile_every_s": reconcile_every})
     worker.start()
     try:

@@ -134,3 +134,16 @@ def test_new_commit_of_finetuned_copy_gives_match_verdict(tmp_path, client, queu
     assert results["pirate/digits-ft"] == ("match", "acme-owner-ipguard", new)
     assert results["other/indep"][0] == "clean"
     assert len(recorder.seen) == 2
+
+
+def test_serve_refuses_to_start_without_the_hub_secret(monkeypatch):
+    from click.testing import CliRunner
+
+    from fp_registry.hooks.serve_cli import serve
+
+    monkeypatch.delenv("FP_REGISTRY_HF_WEBHOOK_SECRET", raising=False)
+    monkeypatch.delenv("FP_REGISTRY_WEBHOOK_SECRET", raising=False)
+    res = CliRunner().invoke(serve, ["--no-mlflow"])
+    assert res.exit_code == 2 and "--hf-vault" in res.output
+    res = CliRunner().invoke(serve, ["--no-mlflow", "--hf-vault", "acme/vault"])
+    assert res.exit_code == 2 and "FP_REGISTRY_HF_WEBHOOK_SECRET" in res.output
