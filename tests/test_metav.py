@@ -138,3 +138,14 @@ def test_reproducible_from_seed_and_needs_negatives() -> None:
     assert all(torch.equal(a.tensors["verifier"][k], b.tensors["verifier"][k]) for k in a.tensors["verifier"])
     with pytest.raises(UsageError):
         fpr.fingerprint(owner, method="metav", positives=pos, negatives=[], progress=False, **kw, **small)
+
+
+def test_verifier_forward_from_state_dict_matches_the_module() -> None:
+    from fp_registry.algorithms.metav import _apply_verifier, make_verifier
+
+    torch.manual_seed(0)
+    for hidden in [(), (16, 8)]:
+        net = make_verifier(12, hidden).double()
+        z = torch.randn(1, 12, dtype=torch.float64)
+        with torch.no_grad():
+            assert float(_apply_verifier(net.state_dict(), z)) == pytest.approx(float(net(z)), abs=1e-12)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -93,6 +93,16 @@ def _make_monotone(verifier: nn.Sequential) -> None:
     linears = [m for m in verifier if isinstance(m, nn.Linear)]
     for layer in linears:
         parametrize.register_parametrization(layer, "weight", _NonNeg(-1.0 if layer is linears[-1] else 1.0))
+
+
+def _apply_verifier(v: dict[str, torch.Tensor], z: torch.Tensor) -> torch.Tensor:
+    """``make_verifier``'s forward pass straight from its state dict (no module built per verification)."""
+    n_layers = sum(1 for k in v if k.endswith(".weight"))
+    for i in range(n_layers):
+        z = z @ v[f"{2 * i}.weight"].T + v[f"{2 * i}.bias"]
+        if i < n_layers - 1:
+            z = F.leaky_relu(z, 0.2)
+    return z
 
 
 def plain_state(verifier: nn.Sequential) -> dict[str, torch.Tensor]:
@@ -193,6 +203,21 @@ class _Member:
         return out
 
 
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Train with one intra-op thread, then restore the caller's setting.
+
+    Why: every op here is tiny (a few zoo models on N queries); with more threads than free cores the
+    OpenMP workers spin-wait, which measured several times slower on the shared 2-core machine.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _auc(pos: list[float], neg: list[float]) -> float:
     """ROC-AUC by pairwise comparison (ties count one half); tiny held-out sets only."""
     if not pos or not neg:
@@ -230,6 +255,10 @@ class MetaV(Method):
         if zoo is None or not zoo.negatives:
             raise UsageError("metav trains on a zoo and needs independent (negative) models",
                              "pass negatives=[...] (and positives=[...]) or let fingerprint() build a zoo")
+        with _one_thread():
+            return self._build(owner, zoo, seed, progress)
+
+    def _build(self, owner: Owner, zoo: ZooSplit, seed: int, progress: bool = False) -> Built:
         s = self.settings
         gen = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
@@ -425,13 +454,11 @@ class MetaV(Method):
         if feats.shape[1] != v["shift"].numel():
             raise ShapeMismatchError(f"suspect {suspect.name} gives {feats.shape[1]} features, "
                                      f"the verifier expects {v['shift'].numel()}")
-        net = make_verifier(feats.shape[1], tuple(fp.info.get("verifier", {}).get("hidden", HIDDEN))).double()
-        net.load_state_dict({k: t for k, t in v.items() if k not in ("shift", "scale")})
         meta = fp.info.get("verifier", {})
         with torch.no_grad():
             z = verifier_input(feats, v["shift"], v["scale"], float(meta.get("squash", 0.0)),
                                meta.get("input", "signed") == "signed")
-            logit = float(net(z).reshape(()))
+            logit = float(_apply_verifier(v, z).reshape(()))
         if not math.isfinite(logit):
             raise ShapeMismatchError(f"suspect {suspect.name} returns non-finite outputs on the fingerprint queries")
         # sigmoid(logit / T): monotone in the verifier's logit, so rankings are unchanged, but confident
