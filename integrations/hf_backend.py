@@ -53,7 +53,8 @@ class HfVault(Backend):
             entry = RegistryEntry(entry_id, model_uri, fp.method, fp.task, fp.digest,
                                   f"{ENTRIES}/{entry_id}/fingerprint", {"spec": fp.spec})
             (Path(tmp) / MANIFEST).write_text(json.dumps(entry.to_dict(), indent=1, sort_keys=True))
-            self._call("upload", hub.upload_folder, repo_id=self.repo, folder_path=tmp,
+            # delete_patterns: re-protecting replaces the entry folder whole, no stale artifact files remain
+            self._call("upload", hub.upload_folder, repo_id=self.repo, folder_path=tmp, delete_patterns="*",
                        path_in_repo=f"{ENTRIES}/{entry_id}", commit_message=f"protect {model_uri} ({fp.method})")
         return entry
 

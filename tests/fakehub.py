@@ -165,8 +165,9 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 found = repo.at(tail[1])
                 if found is None:
                     return self._error(404, "RevisionNotFound")
+                prefix = "/".join(tail[2:]).rstrip("/") + "/" if tail[2:] else ""
                 return self._json([{"type": "file", "oid": hashlib.sha1(b).hexdigest(), "size": len(b), "path": p}
-                                   for p, b in sorted(found[1].items())])
+                                   for p, b in sorted(found[1].items()) if p.startswith(prefix)])
             if tail[0] == "refs":
                 return self._json({"branches": [{"name": "main", "ref": "refs/heads/main",
                                                  "targetCommit": repo.head[0]}], "tags": [], "converts": []})
@@ -213,6 +214,7 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                     return self._json({"error": "exists", "url": f"{hub.url}/{repo_id}"}, 409)
                 private = bool(data.get("private")) or data.get("visibility") == "private"
                 hub.repos[repo_id] = Repo(repo_id, private)
+            hub.commit(repo_id, {".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"})
             self._json({"url": f"{hub.url}/{repo_id}", "name": repo_id})
 
         def _commit(self, repo_id: str, body: bytes) -> None:

@@ -105,3 +105,7 @@ def test_vault_keeps_entries_private_and_claim_is_digest_only(hub, digits_owner,
     assert entry.digest in card and "fp-registry-v1" in card
     assert json.dumps(ipguard_fp.manifest()["info"])[:40] not in card
     assert HfVault("hf://acme/vault", exclude="acme/owner").entries() == []
+    stale = f"entries/{entry.entry_id}/fingerprint/stale.safetensors"
+    hub.commit("acme/vault", {stale: b"left over"})
+    vault.put(ipguard_fp, f"hf://acme/owner@{sha}")  # protecting again replaces the entry folder whole
+    assert stale not in hub.repos["acme/vault"].head[1] and len(vault.entries()) == 1
