@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import threading
@@ -10,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+log = logging.getLogger("fp_registry.hf_scan")
 EXPAND = ["sha", "createdAt", "siblings", "tags", "library_name"]
 
 
@@ -276,6 +278,7 @@ def _pending(cands: Iterable[Candidate], st: ScanState, own: set[str], entries_k
 
 def _record(backend: Any, result: RepoResult, entries: list[Any]) -> None:
     """Matches go to the vault (private) and to the ``verdict_ready`` hooks (log, alert)."""
+    from fp_registry.errors import FpRegistryError
     from fp_registry.plugins import load_plugins, pm
     from fp_registry.records import UploadEvent, Verdict
 
@@ -284,7 +287,10 @@ def _record(backend: Any, result: RepoResult, entries: list[Any]) -> None:
     event = UploadEvent("scan", result.repo, result.sha, f"hf://{result.repo}@{result.sha}")
     for v in (Verdict.from_dict(d) for d in result.verdicts):
         if v.is_match:
-            backend.record_verdict(event.model_uri, v, by_id.get(v.entry_id))
+            try:
+                backend.record_verdict(event.model_uri, v, by_id.get(v.entry_id))
+            except FpRegistryError as exc:  # the match stays in the report; a vault hiccup must not end the scan
+                log.warning("could not record %s in the vault: %s", event.model_uri, exc.one_line())
         pm.hook.verdict_ready(verdict=v, entry=by_id.get(v.entry_id), event=event, config={})
 
 
