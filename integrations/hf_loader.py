@@ -10,7 +10,6 @@ from typing import Any
 from fp_registry.errors import ModelLoadError, UnsafeFormatError
 
 PICKLED = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
-SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 CONFIG_KEYS = ("fp_registry_arch",)
 
 
