@@ -11,7 +11,7 @@ import fp_registry as fpr
 from fp_registry.calibration import choose_threshold
 from fp_registry.errors import ShapeMismatchError, UsageError
 
-SETTINGS = {"n_queries": 10, "steps": 60, "eval_every": 10, "patience": 3}
+SETTINGS = {"n_queries": 10, "steps": 60, "eval_every": 10}
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 from typing import Any, Callable, Iterator
 
@@ -17,29 +16,15 @@ from fp_registry.zoo.spec import ZooModel, ZooSplit
 HIDDEN = (128, 64, 32)
 
 
-def make_verifier(in_features: int, hidden: tuple[int, ...] = HIDDEN, dropout: float = 0.0) -> nn.Sequential:
-    """The meta-verifier V: MLP(N*m -> 128 -> 64 -> 32 -> 1) with LeakyReLU; outputs a logit.
-
-    Dropout layers (training only) carry no weights, so state-dict keys stay ``{2i}.weight`` either way.
-    """
+def make_verifier(in_features: int, hidden: tuple[int, ...] = HIDDEN) -> nn.Sequential:
+    """The meta-verifier V: MLP(N*m -> hidden... -> 1) with LeakyReLU (paper-style 128-64-32); outputs a logit."""
     layers: list[nn.Module] = []
     prev = in_features
     for width in hidden:
-        layers += [nn.Linear(prev, width), nn.LeakyReLU(0.2) if dropout <= 0 else _LeakyDrop(dropout)]
+        layers += [nn.Linear(prev, width), nn.LeakyReLU(0.2)]
         prev = width
     layers.append(nn.Linear(prev, 1))
     return nn.Sequential(*layers)
-
-
-class _LeakyDrop(nn.Module):
-    """LeakyReLU then dropout as one module, so layer indices (and artifact keys) match the plain verifier."""
-
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        self.act, self.drop = nn.LeakyReLU(0.2), nn.Dropout(p)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.act(x))
 
 
 def transform_features(out: torch.Tensor, task: str, mode: str) -> torch.Tensor:
@@ -54,20 +39,10 @@ def transform_features(out: torch.Tensor, task: str, mode: str) -> torch.Tensor:
     return logp - logp.mean(dim=1, keepdim=True)
 
 
-def squash(z: torch.Tensor, k: float) -> torch.Tensor:
-    """``k * tanh(z / k)`` for k > 0, identity otherwise.
-
-    Why: a ReLU verifier extrapolates linearly, so a suspect far from every zoo model could get an arbitrarily
-    large logit; bounded features keep such suspects inside the region the verifier was trained on.
-    """
-    return k * torch.tanh(z / k) if k > 0 else z
-
-
-def verifier_input(feats: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, k: float,
-                   signed: bool) -> torch.Tensor:
+def verifier_input(feats: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, signed: bool) -> torch.Tensor:
     """Normalised features; for the monotone verifier their magnitude (distance to the reference per output)."""
     z = (feats - shift) / scale
-    return squash(z if signed else z.abs(), k)
+    return z if signed else z.abs()
 
 
 class _NonNeg(nn.Module):
@@ -218,20 +193,14 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _auc(pos: list[float], neg: list[float]) -> float:
-    """ROC-AUC by pairwise comparison (ties count one half); tiny held-out sets only."""
-    if not pos or not neg:
-        return float("nan")
-    wins = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p in pos for n in neg)
-    return wins / (len(pos) * len(neg))
-
-
 class MetaV(Method):
     """MetaV (Pan et al., KDD 2022): queries I and verifier V minimise the zoo's BCE jointly (methods.md §2).
 
     The owner counts as derived and appears in every step; V sees the concatenated canonical outputs of a
-    model on the N queries. A few train-split models are held out for early stopping; the decision threshold
-    is calibrated afterwards by the core on the calibration split.
+    model on the N queries, as residuals to the owner's own outputs. By default V is a non-negative weighted
+    distance (monotone), which keeps it from extrapolating to confident verdicts on unseen models. The best
+    snapshot is chosen on the train split (or a held-out part of it, ``holdout``); the decision threshold is
+    calibrated afterwards by the core on the calibration split.
     """
 
     name = "metav"
@@ -246,7 +215,7 @@ class MetaV(Method):
                                 "label_smoothing": 0.0, "weight_decay": 0.0,
                                 "score_temperature": 0.5, "features": "logprob", "center": "owner",
                                 "aug_pos": 3, "aug_neg": 3, "aug_noise": 0.15, "aug_prune": 0.7,
-                                "dropout": 0.0, "hidden": [], "squash": 0.0, "monotone": True,
+                                "hidden": [], "monotone": True,
                                 "init": "mixed", "select": "aruc"}
     default_threshold = 0.5
 
@@ -277,7 +246,7 @@ class MetaV(Method):
                 raise UsageError("a zoo model returns non-finite outputs on the owner's inputs")
             center = self._center(pos[0], feats)
             scale = self._scale(feats - center(queries()).detach())
-            verifier = make_verifier(n * owner.output_dim, hidden, float(s["dropout"]))
+            verifier = make_verifier(n * owner.output_dim, hidden)
             if s["monotone"]:
                 _make_monotone(verifier)
             best = self._train(queries, verifier, center, scale, pos, neg, vpos, vneg, owner, gen, progress)
@@ -289,7 +258,7 @@ class MetaV(Method):
                                 "shift": shift.contiguous(), "scale": scale.contiguous()}}
         info = {"verifier": {"in_features": n * owner.output_dim, "hidden": list(hidden),
                              "activation": "leaky_relu(0.2)", "output": "sigmoid", "features": s["features"],
-                             "input": "abs" if s["monotone"] else "signed", "squash": float(s["squash"])},
+                             "input": "abs" if s["monotone"] else "signed"},
                 "n_queries": n, "steps_run": best["steps_run"], "best_step": best["step"],
                 "holdout": {"positives": len(vpos), "negatives": len(vneg), "auc": best["auc"]},
                 "train_models": {"positives": len(pos), "negatives": len(neg)}}
@@ -363,13 +332,13 @@ class MetaV(Method):
                                  weight_decay=float(s["weight_decay"]))
         opt_q = torch.optim.Adam([queries.w], lr=float(s["lr_queries"])) if adaptive else None
 
-        k, signed = float(s["squash"]), not s["monotone"]
+        signed = not s["monotone"]
 
         same = s["center"] == "owner"  # the owner's features are the reference itself: skip a forward pass
 
         def v_of(m: _Member, x: torch.Tensor, ref: torch.Tensor, params: Any = None) -> torch.Tensor:
             f = ref if same and m is pos[0] and params is None else m.features(x, params)
-            return verifier(verifier_input(f, ref, scale, k, signed)).reshape(())
+            return verifier(verifier_input(f, ref, scale, signed)).reshape(())
 
         best: dict[str, Any] = {"key": (-1.0, -math.inf), "step": 0, "auc": None, "x": queries().detach().clone(),
                                 "verifier": plain_state(verifier)}
@@ -402,7 +371,7 @@ class MetaV(Method):
                     bad = 0
                 else:
                     bad += 1
-                if vpos and vneg and bad >= int(s["patience"]):
+                if bad >= int(s["patience"]):  # no gain on the selection set for a while: stop early
                     break
         bar.close()
         best["steps_run"] = step + 1
@@ -419,12 +388,12 @@ class MetaV(Method):
             ref = center(x)
             p = [float(v_of(m, x, ref)) for m in vpos]
             n = [float(v_of(m, x, ref)) for m in vneg]
-        if select == "aruc":
-            from fp_registry.evaluation.metrics import aruc
+        from fp_registry.evaluation.metrics import aruc, roc_auc
 
+        if select == "aruc":
             sig = lambda v: 1 / (1 + math.exp(-max(-700.0, v)))  # noqa: E731
-            return _auc(p, n), aruc([sig(v) for v in p], [sig(v) for v in n])
-        return _auc(p, n), min(p) - max(n)
+            return roc_auc(p, n), aruc([sig(v) for v in p], [sig(v) for v in n])
+        return roc_auc(p, n), min(p) - max(n)
 
     @staticmethod
     def _pick(members: list[_Member], k: int, gen: torch.Generator) -> list[_Member]:
@@ -456,8 +425,7 @@ class MetaV(Method):
                                      f"the verifier expects {v['shift'].numel()}")
         meta = fp.info.get("verifier", {})
         with torch.no_grad():
-            z = verifier_input(feats, v["shift"], v["scale"], float(meta.get("squash", 0.0)),
-                               meta.get("input", "signed") == "signed")
+            z = verifier_input(feats, v["shift"], v["scale"], meta.get("input", "signed") == "signed")
             logit = float(_apply_verifier(v, z).reshape(()))
         if not math.isfinite(logit):
             raise ShapeMismatchError(f"suspect {suspect.name} returns non-finite outputs on the fingerprint queries")
