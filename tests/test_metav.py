@@ -149,3 +149,14 @@ def test_verifier_forward_from_state_dict_matches_the_module() -> None:
         z = torch.randn(1, 12, dtype=torch.float64)
         with torch.no_grad():
             assert float(_apply_verifier(net.state_dict(), z)) == pytest.approx(float(net(z)), abs=1e-12)
+
+
+def test_token_inputs_are_not_applicable() -> None:
+    from fp_registry.algorithms.metav import MetaV
+    from fp_registry.errors import NotApplicableError
+    from fp_registry.methods import Owner
+
+    owner = Owner(torch.nn.Embedding(10, 2), "classification", None, None, (5,), 2, None)
+    owner.input_kind = "int64"  # set directly: token owners come from make_owner on id data
+    with pytest.raises(NotApplicableError):
+        MetaV().check_owner(owner)

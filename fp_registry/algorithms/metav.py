@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fp_registry.errors import ShapeMismatchError, UsageError
+from fp_registry.errors import NotApplicableError, ShapeMismatchError, UsageError
 from fp_registry.methods import Built, Method, Owner
 from fp_registry.zoo.spec import ZooModel, ZooSplit
 
@@ -218,6 +218,12 @@ class MetaV(Method):
                                 "hidden": [], "monotone": True,
                                 "init": "mixed", "select": "aruc"}
     default_threshold = 0.5
+
+    def check_owner(self, owner: Owner) -> None:
+        super().check_owner(owner)
+        if getattr(owner, "input_kind", "float32") != "float32":  # e.g. token ids: no gradient reaches them
+            raise NotApplicableError("metav optimises its queries by gradient and needs float inputs",
+                                     f"the owner takes {owner.input_kind} inputs; use a data-based method")
 
     # ---------------------------------------------------------------- build
     def build(self, owner: Owner, zoo: ZooSplit | None, seed: int, progress: bool) -> Built:
