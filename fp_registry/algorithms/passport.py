@@ -46,8 +46,14 @@ class Passport(Method):
     zoo_use = "none"
     access = "white-box"
     fidelity = "follows the public code ZJZAC/Passport-aware-Normalization (sign loss, both branches summed)"
-    defaults: dict[str, Any] = {"epochs": 10, "lr": 1e-3, "batch_size": 64, "alpha": 1.0, "margin": 0.1,
-                                "n_trigger": 20, "holdout": 0.2}
+    # The paper's optimiser (SGD, momentum 0.9, weight decay 5e-4, lr 0.01) with a cosine decay in place of its
+    # x0.1 steps at 100/150 of 200 epochs; alpha stays 1.0 (the paper's 0.1 leaves sign detection at 0.85-0.90
+    # after 10-20 epochs here). holdout 0.1: the slice kept for the private-accuracy read-out is not trained on, and
+    # with 0.2 most of the deployment-accuracy gap came from that missing data. Seeds 0-2, digits-cnn: gap
+    # 0.25 pt (this) vs 0.74 (holdout 0.2) vs 1.23 (Adam lr 1e-3, holdout 0.2).
+    defaults: dict[str, Any] = {"epochs": 10, "lr": 0.01, "batch_size": 64, "alpha": 1.0, "margin": 0.1,
+                                "n_trigger": 20, "holdout": 0.1, "optimizer": "sgd", "momentum": 0.9,
+                                "weight_decay": 5e-4, "schedule": "cosine"}
     default_threshold = 0.9
 
     def build(self, owner: Owner, zoo: Any, seed: int, progress: bool) -> Built:
@@ -108,10 +114,12 @@ class Passport(Method):
     def _train(self, work: nn.Module, duals: list[pl.DualNorm], bits: list[torch.Tensor], x: torch.Tensor,
                y: torch.Tensor, trig: tuple[torch.Tensor, torch.Tensor] | None, seed: int) -> None:
         gen = torch.Generator().manual_seed(seed + 1)
-        bs = int(self.settings["batch_size"])
-        opt = torch.optim.Adam(work.parameters(), lr=float(self.settings["lr"]))
+        bs, epochs = int(self.settings["batch_size"]), int(self.settings["epochs"])
+        opt = self._optimizer(work)
+        sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
+                 if self.settings["schedule"] == "cosine" else None)
         work.train()
-        for _ in range(int(self.settings["epochs"])):
+        for _ in range(epochs):
             perm = torch.randperm(len(x), generator=gen)
             for start in range(0, len(x), bs):
                 idx = perm[start:start + bs]
@@ -125,8 +133,20 @@ class Passport(Method):
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
+            if sched is not None:
+                sched.step()
         pl.set_mode(duals, 0)
         work.eval()
+
+    def _optimizer(self, work: nn.Module) -> torch.optim.Optimizer:
+        """The paper's SGD with momentum and weight decay (default, methods.md §5.2) or Adam."""
+        lr, wd = float(self.settings["lr"]), float(self.settings["weight_decay"])
+        if self.settings["optimizer"] == "sgd":
+            return torch.optim.SGD(work.parameters(), lr=lr, momentum=float(self.settings["momentum"]),
+                                   weight_decay=wd)
+        if self.settings["optimizer"] != "adam":
+            raise ValueError(f"passport optimizer must be 'adam' or 'sgd', not {self.settings['optimizer']!r}")
+        return torch.optim.Adam(work.parameters(), lr=lr, weight_decay=wd)
 
     def _key(self, work: nn.Module, duals: list[pl.DualNorm], pairs: list[pl.Pair], bits: list[torch.Tensor],
              trig: tuple[torch.Tensor, torch.Tensor] | None, hx: torch.Tensor, hy: torch.Tensor,
