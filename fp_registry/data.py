@@ -9,7 +9,7 @@ import torch
 
 from .errors import UsageError
 
-DATASETS = ("digits", "diabetes", "breast_cancer", "wine")
+DATASETS = ("digits", "diabetes", "breast_cancer", "wine", "synthtext")
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,10 @@ def _load_arrays(name: str) -> tuple[np.ndarray, np.ndarray | None, tuple[float,
         x = (x - x.mean(0)) / x.std(0)
         y = ((d.target - d.target.mean()) / d.target.std()).astype(np.float32)[:, None]
         return x, y, (float(x.min()), float(x.max()))
+    if name == "synthtext":  # token ids generated locally (fp_registry.text), never downloaded
+        from .text import synthetic_text
+
+        return synthetic_text()
     if name in ("breast_cancer", "wine"):
         d = getattr(skd, f"load_{name}")()
         x = d.data.astype(np.float32)

@@ -38,6 +38,7 @@ class Owner:
     input_shape: tuple[int, ...]
     output_dim: int
     domain: tuple[float, float] | None  #: valid input range; None for latent (generator) inputs
+    input_kind: str = "float32"  #: "int64" for token-id sequences (never cast to float)
 
     @property
     def module(self) -> nn.Module | None:
@@ -71,7 +72,7 @@ class Owner:
     @property
     def spec(self) -> dict[str, Any]:
         return {"input_shape": list(self.input_shape), "output_dim": self.output_dim,
-                "domain": list(self.domain) if self.domain else None, "input_kind": "float32"}
+                "domain": list(self.domain) if self.domain else None, "input_kind": self.input_kind}
 
 
 def make_owner(model: Any, task: str, data: Any = None, labels: Any = None,
@@ -81,8 +82,9 @@ def make_owner(model: Any, task: str, data: Any = None, labels: Any = None,
 
     check_task(task)
     x, y = to_tensor(data), to_tensor(labels)
+    tokens = (x is None or not x.is_floating_point()) and takes_tokens(model)
     if x is not None:
-        x = x.to(torch.float32)
+        x = x.to(torch.int64) if tokens else x.to(torch.float32)  # token ids stay ids
     if task == "generation":
         shape = tuple(input_shape) if input_shape else _latent_shape(model)
         domain = None
@@ -93,12 +95,25 @@ def make_owner(model: Any, task: str, data: Any = None, labels: Any = None,
             raise UsageError("cannot infer the input shape", "pass data=X (owner inputs) or input_shape=(...)")
         shape = tuple(input_shape) if input_shape else tuple(x.shape[1:])
         domain = (float(x.min()), float(x.max())) if x is not None else None
-    probe = torch.zeros(2, *shape) if x is None or task == "generation" else x[:2].reshape(-1, *shape)
+    probe = torch.zeros(2, *shape, dtype=torch.int64 if tokens else torch.float32) \
+        if x is None or task == "generation" else x[:2].reshape(-1, *shape)
     raw = Suspect(model, name="owner").raw(probe)
     out_dim = int(np.prod(raw.shape[1:])) if raw.ndim > 1 else 1
     if task == "classification" and y is not None:
         y = y.long()
-    return Owner(model, task, x, y, shape, out_dim, domain)
+    return Owner(model, task, x, y, shape, out_dim, domain, "int64" if tokens else "float32")
+
+
+def takes_tokens(model: Any) -> bool:
+    """True for models whose inputs are token ids: a vocabulary in their config, or an embedding first."""
+    config = getattr(model, "config", None)
+    vocab = config.get("vocab_size") if isinstance(config, dict) else getattr(config, "vocab_size", None)
+    if vocab is not None:
+        return True
+    if isinstance(model, nn.Module):
+        first = next((m for m in model.modules() if not list(m.children())), None)
+        return isinstance(first, nn.Embedding)
+    return getattr(model, "input_kind", None) == "int64"  # a black-box callable may declare it
 
 
 def _module_input_shape(model: Any) -> tuple[int, ...] | None:

@@ -42,6 +42,8 @@ def fit(model: nn.Module, task: str, x: torch.Tensor | None, y: torch.Tensor | N
 
 def reinitialise(model: nn.Module, seed: int) -> nn.Module:
     """A fresh copy of the same architecture with new random weights (an independent model's start)."""
+    if hasattr(model, "reinitialise"):  # models with their own init scheme (BERT), not torch's per-layer defaults
+        return model.reinitialise(seed)
     fresh = copy.deepcopy(model)
     torch.manual_seed(seed)
     for module in fresh.modules():
