@@ -43,6 +43,11 @@ class AttackContext:
             return torch.randn(n, *self.input_shape, generator=g)
         x = self.x.reshape(len(self.x), *self.input_shape)
         idx = torch.randint(len(x), (n // 2,), generator=g)
+        if not x.is_floating_point():  # token ids: owner sentences plus uniformly random ids, never floats
+            from ..text import random_tokens
+
+            noise = random_tokens(n - n // 2, x.shape[1], int(x.max()) + 1, g)
+            return torch.cat([x[idx], noise])
         lo, hi = float(x.min()), float(x.max())
         noise = lo + (hi - lo) * torch.rand(n - n // 2, *self.input_shape, generator=g)
         return torch.cat([x[idx], noise])
@@ -164,6 +169,8 @@ def small_student(ctx: AttackContext) -> nn.Module:
 
 
 def _student(model: nn.Module, ctx: AttackContext, arch: str) -> nn.Module:
+    if arch == "small" and hasattr(model, "small_student"):  # token models: a smaller net of their own kind
+        return model.small_student(ctx.seed)
     return small_student(ctx) if arch == "small" else reinitialise(model, ctx.seed)
 
 
@@ -220,6 +227,8 @@ def retrain(model: nn.Module, ctx: AttackContext, data: str = "owner", epochs: i
     """
     if arch == "same":
         fresh = reinitialise(model, ctx.seed)
+    elif hasattr(model, "small_student"):  # token models: an MLP cannot read ids; a smaller net of their kind
+        fresh = model.small_student(ctx.seed)
     else:
         torch.manual_seed(ctx.seed)
         n_in = 1

@@ -24,7 +24,8 @@ def make_context(owner: Owner, alt_data: tuple[Any, Any] | None = None) -> Attac
     if x is None:
         raise UsageError("building a zoo needs the owner's data", "pass data=X (and labels=y) to fingerprint()")
     if alt_data is not None:
-        ax = torch.as_tensor(alt_data[0]).float()
+        ax = torch.as_tensor(alt_data[0])
+        ax = ax.long() if owner.input_kind == "int64" else ax.float()  # token ids are never cast to float
         ay = None if alt_data[1] is None else torch.as_tensor(alt_data[1])
         ay = ay.long() if ay is not None and owner.task == "classification" else ay
     else:
