@@ -23,7 +23,7 @@ def check_relu_network(model: object) -> None:
     relus = [m for m in leaves if isinstance(m, nn.ReLU)]
     # A smooth squashing of the final output (e.g. a sigmoid head) keeps every hidden kink visible.
     hidden = leaves[:-1] if leaves else []
-    smooth = sorted({type(m).__name__ for m in hidden if isinstance(m, SMOOTH)})
+    smooth = sorted({type(m).__name__ for m in hidden if isinstance(m, SMOOTH) or _smooth_by_name(m)})
     if smooth:
         raise NotApplicableError(f"TAFA needs a ReLU network; the owner has non-piecewise-linear hidden "
                                  f"layer(s): {', '.join(smooth)}",
@@ -32,6 +32,11 @@ def check_relu_network(model: object) -> None:
         raise NotApplicableError("TAFA needs hidden nn.ReLU modules; none found in the owner "
                                  "(functional relu calls cannot be hooked)",
                                  "express the activations as nn.ReLU modules, or choose another method")
+
+
+def _smooth_by_name(module: nn.Module) -> bool:
+    """Smooth activations that are not torch classes (transformers' GELUActivation, NewGELUActivation, ...)."""
+    return any(tag in type(module).__name__ for tag in ("GELU", "SiLU", "Swish", "Mish"))
 
 
 @contextmanager
