@@ -59,6 +59,11 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              "out_features": 64}, epochs=40, lr=2e-3,
              alt_archs=(("generator", {"latent_dim": 16, "hidden": [128, 128], "out_features": 64}),
                         ("generator", {"latent_dim": 16, "hidden": [256], "out_features": 64}))),
+    # token ids (int64, shape (N, 20)) of a locally generated text task; a tiny BERT trained from scratch
+    Scenario("text-bert", "classification", "synthtext", "tinybert", {"hidden": 32, "layers": 2, "heads": 2,
+             "intermediate": 64, "dropout": 0.0}, epochs=14, lr=2e-3,
+             alt_archs=(("tinybert", {"hidden": 16, "layers": 1, "heads": 2, "intermediate": 32, "dropout": 0.0}),
+                        ("tinybert", {"hidden": 64, "layers": 2, "heads": 4, "intermediate": 128, "dropout": 0.0}))),
 ]}
 
 
