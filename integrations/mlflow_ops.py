@@ -17,11 +17,14 @@ def protect_version(backend: MlflowBackend, name: str, version: str, method: str
 
     uri = f"models:/{name}/{version}"
     model = load_model(uri, tracking_uri=backend.tracking_uri)
-    # Independent models of the same task tell the method what "unrelated" looks like (seeds 1000+ are never
-    # used as test suspects).
-    negatives = [train_owner(scenario, seed=1000 + i) for i in range(n_negatives)]
-    fp = fingerprint(model, method=method, negatives=negatives, progress=False, **owner_inputs(scenario),
-                     **settings)
+    from fp_registry.methods import get_method_class
+
+    extra: dict[str, Any] = {}
+    if get_method_class(method).zoo_use == "calibrate":
+        # Independent models of the same task tell the method what "unrelated" looks like (seeds 1000+ are never
+        # used as test suspects); methods that train on a zoo (metav) build and cache their own zoo instead.
+        extra["negatives"] = [train_owner(scenario, seed=1000 + i) for i in range(n_negatives)]
+    fp = fingerprint(model, method=method, progress=False, **owner_inputs(scenario), **extra, **settings)
     return backend.put(fp, uri)
 
 

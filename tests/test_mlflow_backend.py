@@ -1,6 +1,8 @@
 """The MLflow backend against a real ``mlflow server``: protect, load models:/ URIs, check, tag verdicts, sync."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 pytest.importorskip("mlflow")
@@ -94,3 +96,44 @@ def test_unreachable_server_is_a_clear_error(monkeypatch):
 
     with pytest.raises(BackendError, match=r"MLflow at http://127.0.0.1:\d+: search_model_versions failed"):
         MlflowBackend(f"mlflow+http://127.0.0.1:{free_port()}").entries()
+
+
+def test_served_model_is_checked_over_http(server, registered, tmp_path):
+    """``mlflow models serve`` as a pure black box: ``fpreg verify FP http://HOST:PORT/invocations``."""
+    import os
+    import subprocess
+    import time
+    import urllib.request
+
+    from fp_registry.cli import cli
+    from fp_registry.integrations.mlflow_backend import MlflowBackend
+
+    from conftest_mlflow import PY, free_port
+
+    backend = MlflowBackend(f"mlflow+{server}")
+    if not backend.entries():
+        pytest.skip("needs the protect test first")
+    backend.load(backend.entries()[0]).save(tmp_path / "fp")
+    port = free_port()
+    # mlflow models serve execs `uvicorn` by name: the venv's bin must be on PATH
+    env = {**os.environ, "MLFLOW_TRACKING_URI": server, "PATH": f"{PY.parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.Popen([str(PY.parent / "mlflow"), "models", "serve", "-m", "models:/suspect-ft/1",
+                             "--env-manager", "local", "-p", str(port), "-h", "127.0.0.1"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while proc.poll() is None and time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail(f"mlflow models serve did not come up (exit code {proc.poll()})")
+        res = CliRunner().invoke(cli, ["verify", str(tmp_path / "fp"), f"http://127.0.0.1:{port}/invocations",
+                                       "--json"])
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    assert res.exit_code == 1, res.output  # the served fine-tuned copy matches
+    assert json.loads(res.stdout)["verdict"] == "match"

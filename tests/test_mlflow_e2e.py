@@ -26,7 +26,35 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def receiver(server, tmp_path_factory):
+def alerts():
+    """A sink for the alert plugin's JSON POSTs (FP_REGISTRY_ALERT_URL)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[dict] = []
+
+    class Sink(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    old = os.environ.get("FP_REGISTRY_ALERT_URL")
+    os.environ["FP_REGISTRY_ALERT_URL"] = f"http://127.0.0.1:{httpd.server_address[1]}/alert"
+    yield received
+    httpd.shutdown()
+    if old is None:
+        os.environ.pop("FP_REGISTRY_ALERT_URL", None)
+    else:
+        os.environ["FP_REGISTRY_ALERT_URL"] = old
+
+
+@pytest.fixture(scope="module")
+def receiver(server, tmp_path_factory, alerts):
     """``fpreg serve``'s app and worker in this process, subscribed to the server's model-version events."""
     import mlflow
     import uvicorn
@@ -75,7 +103,7 @@ def _post(url: str, body: bytes, headers: dict[str, str]) -> int:
         return exc.code
 
 
-def test_new_versions_get_verdict_tags(server, receiver, owner):
+def test_new_versions_get_verdict_tags(server, receiver, owner, alerts):
     from fp_registry.scenarios import train_owner
 
     ft = register(server, "suspect-ft", fine_tuned(owner))
@@ -85,6 +113,8 @@ def test_new_versions_get_verdict_tags(server, receiver, owner):
     assert 0 <= float(tags["fp_registry.p_value"]) <= 1 and tags["fp_registry.method"] == "ipguard"
     tags = wait_for_tag(server, "suspect-ind", ind, "fp_registry.verdict", timeout=120)
     assert tags["fp_registry.verdict"] == "clean" and tags["fp_registry.matched"] == ""
+    # the default verdict_ready plugin POSTs one alert per match, none for the clean model
+    assert [(a["suspect"], a["matched"]) for a in alerts] == [(f"models:/suspect-ft/{ft}", "owner/1")]
 
 
 def test_wrong_or_missing_signature_is_401_and_nothing_queued(receiver):
