@@ -1,8 +1,10 @@
 """Thresholds and p-values calibrated on held-out independent (and derived) models."""
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 
@@ -22,8 +24,14 @@ class Calibration:
         """
         if not self.negative_scores or not math.isfinite(score):
             return None
-        hits = sum(1 for s in self.negative_scores if s >= score)
+        ordered = self._sorted_negatives
+        hits = len(ordered) - bisect.bisect_left(ordered, score)  # #{neg >= score} in O(log n)
         return (1 + hits) / (1 + len(self.negative_scores))
+
+    @cached_property
+    def _sorted_negatives(self) -> list[float]:
+        # cached_property writes the instance __dict__ directly, so it works on this frozen dataclass
+        return sorted(s for s in self.negative_scores if not math.isnan(s))  # NaN is never >= a score
 
     def to_dict(self) -> dict[str, Any]:
         return {"threshold": self.threshold, "negative_scores": self.negative_scores,

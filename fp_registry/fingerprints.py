@@ -38,6 +38,7 @@ class Fingerprint:
         self.calibration = calibration
         self.meta = meta or {}
         self.digest = digest
+        self._method: tuple[dict[str, Any], Method] | None = None  # (settings it was made from, object)
 
     def __repr__(self) -> str:  # deliberately shows no tensor values: fingerprints are secrets
         return f"Fingerprint(method={self.method!r}, task={self.task!r}, digest={self.digest[:12]!r})"
@@ -49,19 +50,25 @@ class Fingerprint:
         return float(self.info.get("threshold", self.method_object().default_threshold))
 
     def method_object(self) -> Method:
-        return get_method_class(self.method)(**self.settings)
+        """The method instance for these settings, made once per fingerprint (plugin lookup is not free)."""
+        if self._method is None or self._method[0] != self.settings:
+            self._method = (dict(self.settings), get_method_class(self.method)(**self.settings))
+        return self._method[1]
 
     def verify(self, suspect: Any, *, batch_size: int = 256, allow_pickle: bool = False) -> Verdict:
-        """Query ``suspect`` (module, callable or URI) and return a calibrated verdict."""
+        """Query ``suspect`` (module, callable or URI) and return a calibrated verdict.
+
+        ``Verdict.seconds`` covers the whole check after the suspect is loaded: queries, score, p-value.
+        """
         s = Suspect(suspect, batch_size=batch_size, allow_pickle=allow_pickle)
-        method = self.method_object()
         start = time.perf_counter()
+        method = self.method_object()
         score, evidence = method.score(self, s)
-        seconds = time.perf_counter() - start
-        threshold = self.threshold
-        return Verdict(score=float(score), threshold=float(threshold), is_match=bool(score >= threshold),
-                       p_value=method.p_value(self, float(score), evidence), n_queries=s.n_queries,
-                       method=self.method, seconds=seconds, evidence=evidence, suspect=s.name)
+        score = float(score)
+        threshold = float(self.threshold)
+        p_value = method.p_value(self, score, evidence)
+        return Verdict(score, threshold, score >= threshold, p_value, s.n_queries, self.method,
+                       time.perf_counter() - start, evidence, suspect=s.name)
 
     def manifest(self) -> dict[str, Any]:
         return {"method": self.method, "task": self.task, "settings": self.settings, "spec": self.spec,

@@ -6,6 +6,7 @@ from typing import Any
 import torch
 
 from fp_registry.methods import Built, Method, Owner
+from fp_registry.suspect import match_rate
 from fp_registry.training import frozen
 
 
@@ -71,5 +72,5 @@ class IPGuard(Method):
         q = fp.tensors["queries"]
         fp_labels = q["labels"]
         got = suspect.labels(q["x"], n_classes=int(fp.spec["output_dim"]))
-        rate = float((got == fp_labels).float().mean())
+        rate = match_rate(got, fp_labels)
         return rate, {"matching_rate": rate, "n_points": len(fp_labels)}

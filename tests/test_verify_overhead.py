@@ -1,0 +1,104 @@
+"""The per-verification fast paths give the same results as the general paths they short-cut."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fp_registry.calibration import Calibration
+from fp_registry.evaluation.harness import time_verification
+from fp_registry.suspect import Suspect, match_rate
+
+
+def _net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 16), nn.Dropout(0.5), nn.ReLU(), nn.Linear(16, 4))
+
+
+def test_single_chunk_equals_chunked_and_counts_queries() -> None:
+    net, x = _net().eval(), torch.randn(50, 8)
+    one, many = Suspect(net, batch_size=256), Suspect(net, batch_size=7)
+    assert torch.allclose(one.raw(x), many.raw(x), atol=1e-6)  # BLAS blocking differs with the batch size
+    assert torch.equal(one.labels(x, 4), many.labels(x, 4))
+    assert one.n_queries == 100 and many.n_queries == 100
+
+
+def test_eval_mode_applies_to_a_training_child_and_is_restored() -> None:
+    net, x = _net().eval(), torch.randn(64, 8)
+    net[1].train()  # root in eval mode, one child (dropout) still training
+    expected = _net().eval()(x)
+    assert torch.equal(Suspect(net).raw(x), expected.detach())  # dropout was off during the query
+    assert not net.training and net[1].training  # every submodule gets its own mode back
+    net.train()
+    net[3].eval()
+    assert torch.equal(Suspect(net).raw(x), expected.detach())
+    assert [m.training for m in net.modules()] == [True, True, True, True, False]
+
+
+def test_fixed_batch_callable_falls_back_to_row_by_row() -> None:
+    net = _net().eval()
+
+    def one_row_only(a: np.ndarray) -> np.ndarray:
+        if len(a) != 1:
+            raise RuntimeError("exported with batch 1")
+        return net(torch.as_tensor(a)).detach().numpy()
+
+    x = torch.randn(5, 8)
+    assert torch.allclose(Suspect(one_row_only).raw(x), net(x).detach(), atol=1e-6)
+
+
+@pytest.mark.parametrize("n", [1, 3, 7, 100, 333])
+def test_match_rate_is_bit_identical_to_torch_mean(n: int) -> None:
+    gen = torch.Generator().manual_seed(n)
+    for hits in sorted({0, 1, n // 3, n // 2, n - 1, n}):
+        a = torch.randint(0, 10, (n,), generator=gen)
+        b = a.clone()
+        b[hits:] = (b[hits:] + 1) % 10
+        assert match_rate(a, b) == float((a == b).float().mean())
+
+
+def test_p_value_matches_the_definition_with_ties_and_nan() -> None:
+    neg = [0.1, 0.5, 0.5, 0.9, float("nan"), 0.3]
+    cal = Calibration(0.95, neg)
+    for score in (-1.0, 0.1, 0.3, 0.5, 0.50001, 0.9, 1.0):
+        expected = (1 + sum(1 for s in neg if s >= score)) / (1 + len(neg))
+        assert cal.p_value(score) == expected
+    assert cal.p_value(float("nan")) is None
+    assert Calibration.from_dict(cal.to_dict()).p_value(0.5) == cal.p_value(0.5)  # cache not serialised
+    assert set(cal.to_dict()) == {"threshold", "negative_scores", "positive_scores", "target_fpr"}
+
+
+def test_method_object_is_cached_and_follows_settings(ipguard_fp: object) -> None:
+    fp = ipguard_fp
+    first = fp.method_object()
+    assert fp.method_object() is first
+    fp.settings = {**fp.settings, "k": 0.25}
+    assert fp.method_object() is not first and fp.method_object().settings["k"] == 0.25
+
+
+def test_timing_calls_verify_and_restores_training_mode(ipguard_fp: object) -> None:
+    fp, net = ipguard_fp, _owner_like()
+    net.train()
+    seconds, forward = time_verification(fp, net, [fp.tensors["queries"]["x"]], repeats=3)
+    assert seconds > 0 and forward > 0 and math.isfinite(seconds / forward)
+    assert net.training
+
+
+def _owner_like() -> nn.Module:
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+
+
+@pytest.fixture(scope="module")
+def ipguard_fp() -> object:
+    import fp_registry as fpr
+
+    torch.set_num_threads(1)
+    owner = _owner_like().eval()
+    x = torch.rand(64, 8)
+    y = owner(x).argmax(1).detach()
+    return fpr.fingerprint(owner, method="ipguard", data=x, labels=y, negatives=[_net().eval()],
+                           n_queries=20, steps=20, progress=False)
