@@ -102,3 +102,22 @@ def ipguard_fp() -> object:
     y = owner(x).argmax(1).detach()
     return fpr.fingerprint(owner, method="ipguard", data=x, labels=y, negatives=[_net().eval()],
                            n_queries=20, steps=20, progress=False)
+
+
+def test_report_lists_each_suspects_utility_and_scores() -> None:
+    from fp_registry.evaluation.report import markdown
+
+    suspects = [{"name": "o/prune(ratio=0.5)", "family": "prune", "derived": True, "score": 0.9,
+                 "utility": {"accuracy": 0.91}},
+                {"name": "o/retrain(k=0)", "family": "homologous", "derived": False, "score": 0.2,
+                 "utility": {"accuracy": 0.95}}]
+    method = {"method": "ipguard", "status": "ok", "suspects": suspects, "families": {}, "overall": {}}
+    report = {"scenario": "s", "task": "classification", "seed": 0, "zoo_seconds": 1.0, "zoo": {},
+              "owner_utility": {"accuracy": 0.97}, "methods": [method]}
+    text = markdown({**report, "methods": []}) + markdown({**report, "methods": [
+        {**method, "overall": dict.fromkeys(("aruc", "roc_auc", "tpr", "tnr", "tpr_at_1fpr"), 0.5),
+         "same_arch_fpr": 0.0, "threshold": 0.5, "queries": 1, "fingerprint_seconds": 1.0, "verify_seconds": 0.1,
+         "verify_forward_ratio": 1.0}]})
+    assert "| owner (reference) | - | - | 0.970 |" in text
+    assert "| `o/prune(ratio=0.5)` | prune | derived | 0.910 | 0.900 |" in text
+    assert "| `o/retrain(k=0)` | homologous | independent | 0.950 | 0.200 |" in text

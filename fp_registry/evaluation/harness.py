@@ -125,7 +125,7 @@ def evaluate_owner(model: nn.Module, owner_kwargs: dict[str, Any], methods: list
                    *, name: str = "owner", seed: int = 0, alt_data: Any = None, progress: bool = True,
                    sizes: dict[str, Any] | None = None, holdout_families: tuple[str, ...] = ()) -> dict[str, Any]:
     """Build the zoo of ``model`` once, evaluate every method, write report.json / report.md / plots."""
-    from ..zoo.builder import build_zoo
+    from ..zoo.builder import build_zoo, make_context, utility
 
     kw = {k: v for k, v in owner_kwargs.items() if k in ("task", "data", "labels", "input_shape")}
     owner = make_owner(model, kw.get("task", "classification"), kw.get("data"), kw.get("labels"),
@@ -136,6 +136,7 @@ def evaluate_owner(model: nn.Module, owner_kwargs: dict[str, Any], methods: list
     zoo_seconds = time.perf_counter() - start
     results = [evaluate_method(model, kw, m, zoo, seed) for m in methods]
     report = {"scenario": name, "task": owner.task, "seed": seed, "zoo_seconds": zoo_seconds,
+              "owner_utility": utility(model, make_context(owner, alt_data)),
               "zoo": {s: {"positives": len(zoo.split(s).positives), "negatives": len(zoo.split(s).negatives)}
                       for s in ("train", "calibration", "test")},
               "holdout_families": list(holdout_families), "methods": results}

@@ -44,6 +44,25 @@ def family_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def member_table(report: dict[str, Any]) -> str:
+    """One row per test-split suspect: lineage, family, utility on the disjoint data, each method's score."""
+    ok = [r for r in report["methods"] if r.get("status") == "ok"]
+    if not ok:
+        return ""
+    metric = next(iter(ok[0]["suspects"][0]["utility"]), "utility") if ok[0]["suspects"] else "utility"
+    head = f"| suspect | family | kind | {metric} | " + " | ".join(f"{r['method']} score" for r in ok) + " |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    owner = (report.get("owner_utility") or {}).get(metric)
+    if owner is not None:
+        lines.append(f"| owner (reference) | - | - | {_f(owner)} |" + " - |" * len(ok))
+    scores = [{s["name"]: s["score"] for s in r["suspects"]} for r in ok]
+    for s in ok[0]["suspects"]:
+        kind = "derived" if s["derived"] else "independent"
+        lines.append(f"| `{s['name']}` | {s['family']} | {kind} | {_f((s.get('utility') or {}).get(metric))} | "
+                     + " | ".join(_f(sc.get(s["name"])) for sc in scores) + " |")
+    return "\n".join(lines)
+
+
 def markdown(report: dict[str, Any]) -> str:
     z = report["zoo"]
     parts = [f"# Evaluation: {report['scenario']} ({report['task']})", "",
@@ -57,6 +76,9 @@ def markdown(report: dict[str, Any]) -> str:
         if r.get("status") == "ok":
             parts += [f"## {r['method']} per family", "", family_table(r), "",
                       f"![curves]({r['method']}_curves.png)", f"![histogram]({r['method']}_hist.png)", ""]
+    members = member_table(report)
+    if members:
+        parts += ["## Test-split suspects: utility on the disjoint data and scores", "", members, ""]
     return "\n".join(parts)
 
 
