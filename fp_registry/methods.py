@@ -158,6 +158,8 @@ class Method(ABC):
     fidelity: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}
     default_threshold: ClassVar[float] = 0.5
+    #: input dtypes the method can build queries for: "float32" (continuous) and/or "int64" (token ids)
+    input_kinds: ClassVar[tuple[str, ...]] = ("float32",)
 
     def __init__(self, **settings: Any) -> None:
         unknown = set(settings) - set(self.defaults)
@@ -171,6 +173,17 @@ class Method(ABC):
         if owner.task not in self.tasks:
             raise NotApplicableError(f"method {self.name} does not support task {owner.task!r} "
                                      f"(supports: {', '.join(self.tasks)})")
+        self.check_input_kind(owner)
+
+    def check_input_kind(self, owner: Owner) -> None:
+        """Token-id owners need methods that search discrete inputs; gradient methods cannot reach token ids."""
+        kind = getattr(owner, "input_kind", "float32")
+        if kind not in self.input_kinds:
+            names = {"float32": "continuous (float32)", "int64": "token-id (int64)"}
+            hint = "textprobe" if kind == "int64" else "ipguard, metav, tafa or deepcore"
+            raise NotApplicableError(f"method {self.name} does not support {names.get(kind, kind)} inputs "
+                                     f"(supports: {', '.join(names.get(k, k) for k in self.input_kinds)})",
+                                     f"use {hint}")
 
     @abstractmethod
     def build(self, owner: Owner, zoo: "ZooSplit | None", seed: int, progress: bool) -> Built:

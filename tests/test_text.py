@@ -93,3 +93,10 @@ def test_zoo_queries_are_token_ids(text: dict[str, Any]) -> None:
     assert q.dtype == torch.int64 and ctx.alt_x.dtype == torch.int64
     assert int(q.max()) < 256 and bool((q[:, 0] == 1).all())
     assert np.isfinite(text["owner"](q).detach().numpy()).all()
+
+
+@pytest.mark.parametrize("method", ["ipguard", "deepcore", "metav", "passport"])
+def test_gradient_methods_refuse_token_owners_in_one_line(text: dict[str, Any], method: str) -> None:
+    with pytest.raises(NotApplicableError, match=r"does not support token-id \(int64\) inputs") as err:
+        fpr.fingerprint(text["owner"], method=method, data=text["x"], labels=text["y"], progress=False)
+    assert "textprobe" in err.value.one_line()

@@ -58,6 +58,7 @@ class DeepCore(Method):
                 f"method deepcore does not support task {owner.task!r}: core points are defined by their distance "
                 "from a decision boundary, which regression and generation models do not have",
                 "use a method that supports this task (see `fpreg methods`)")
+        self.check_input_kind(owner)
         if owner.module is None:
             raise NotApplicableError("method deepcore needs the owner as a torch module (it optimises inputs "
                                      "through the owner's gradients)")

@@ -40,8 +40,8 @@ class TAFA(Method):
     default_threshold = 0.5
 
     def check_owner(self, owner: Owner) -> None:
+        check_relu_network(owner.model)  # first: "not a ReLU network (GELU)" is the real reason for transformers
         super().check_owner(owner)
-        check_relu_network(owner.model)
 
     # ---- generation -------------------------------------------------------------------------------------
     def build(self, owner: Owner, zoo: Any, seed: int, progress: bool) -> Built:

@@ -28,6 +28,7 @@ class TextProbe(Method):
     summary = "token-id core points by greedy substitution + centred log-prob similarity (sequence classifiers)"
     tasks = ("classification",)
     zoo_use = "calibrate"
+    input_kinds = ("int64",)
     fidelity = "our design (DeepCore-style core points, discrete search for token inputs)"
     defaults: dict[str, Any] = {"n_points": 64, "gamma": 0.9, "steps": 30, "candidates": 16, "seeds": "mix",
                                 "target": "other", "keep_ends": True}
