@@ -16,7 +16,9 @@ class RefNet(nn.Module):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if cls.arch:
+        # Only a class that names its own arch registers it: a subclass (e.g. a Hub mixin wrapper) must not take
+        # over its parent's name, or every later load would build the wrapper.
+        if cls.__dict__.get("arch"):
             ARCHS[cls.arch] = cls
 
     def __init__(self, **kwargs: Any) -> None:
