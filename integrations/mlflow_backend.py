@@ -80,7 +80,8 @@ class MlflowBackend(Backend):
             fp.save(Path(tmp) / ARTIFACT_DIR)
             self._call("log_model_artifacts", self.client.log_model_artifacts, model_id,
                        str(Path(tmp) / ARTIFACT_DIR), artifact_path=ARTIFACT_DIR)
-        tags = {"protected": "true", "method": fp.method, "digest": fp.digest, "task": fp.task}
+        # "protected" goes last: whoever sees it (entries(), a waiting client) sees method, digest and task too.
+        tags = {"method": fp.method, "digest": fp.digest, "task": fp.task, "protected": "true"}
         for key, value in tags.items():
             self._call("set tag", self.client.set_model_version_tag, name, version, TAG + key, value)
         return self._entry(name, version, {TAG + k: v for k, v in tags.items()})

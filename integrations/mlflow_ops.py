@@ -79,8 +79,8 @@ def process_version(backend: MlflowBackend, name: str, version: str, config: dic
         entry = protect_version(backend, name, version, method=method, scenario=cfg.get("scenario", "digits-mlp"))
         v = Verdict.skipped(f"protected with {method}", method=method, entry_id=entry.entry_id,
                             suspect=f"models:/{name}/{version}")
-        for key, value in verdict_tags(v, None).items():
-            if key.endswith(("verdict", "method", "checked_at")):
-                backend._call("tag", backend.client.set_model_version_tag, name, version, key, value)
+        tags = {k: val for k, val in verdict_tags(v, None).items() if k.endswith(("verdict", "checked_at"))}
+        for key in sorted(tags, key=lambda k: k == TAG + "verdict"):  # the verdict tag last, as everywhere
+            backend._call("tag", backend.client.set_model_version_tag, name, version, key, tags[key])
         return [v]
     return check_version(backend, name, version, event=event, config=cfg)

@@ -34,7 +34,7 @@ class DeepCore(Method):
     fidelity = "reconstructed from the abstract (methods.md §4.2); no public code"
     defaults: dict[str, Any] = {"similarity": "soft", "soft_space": "logprob", "n_points": 50, "gamma": 0.999,
                                 "seeds": "noise", "target": "auto", "steps": 500, "lr": 0.01, "eps": "auto"}
-    #: "auto" settings, chosen per similarity by measurement on digits-mlp (docs_parts/deepcore.md): label
+    #: "auto" settings, chosen per similarity by measurement on digits-mlp (README, DeepCore section): label
     #: agreement needs off-manifold points near their noise seeds, the log-prob similarity works on true core points
     auto: ClassVar[dict[str, dict[str, Any]]] = {"soft": {"target": "own", "eps": None},
                                                  "label": {"target": "other", "eps": 0.05}}
