@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -11,84 +11,10 @@ from torch import nn
 
 from fp_registry.errors import NotApplicableError, ShapeMismatchError, UsageError
 from fp_registry.methods import Built, Method, Owner
+from fp_registry.training import one_thread
 from fp_registry.zoo.spec import ZooModel, ZooSplit
 
-HIDDEN = (128, 64, 32)
-
-
-def make_verifier(in_features: int, hidden: tuple[int, ...] = HIDDEN) -> nn.Sequential:
-    """The meta-verifier V: MLP(N*m -> hidden... -> 1) with LeakyReLU (paper-style 128-64-32); outputs a logit."""
-    layers: list[nn.Module] = []
-    prev = in_features
-    for width in hidden:
-        layers += [nn.Linear(prev, width), nn.LeakyReLU(0.2)]
-        prev = width
-    layers.append(nn.Linear(prev, 1))
-    return nn.Sequential(*layers)
-
-
-def transform_features(out: torch.Tensor, task: str, mode: str) -> torch.Tensor:
-    """Canonical (n, m) outputs -> verifier features: ``prob`` as is, ``logprob`` centred log-probabilities.
-
-    Why logprob: saturated softmax outputs hide how confident a model is; centred log-probabilities are the
-    logits up to a constant, so the verifier sees margins whatever the suspect's head returns.
-    """
-    if mode == "prob" or task != "classification":
-        return out
-    logp = out.clamp_min(1e-6).log()
-    return logp - logp.mean(dim=1, keepdim=True)
-
-
-def verifier_input(feats: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, signed: bool) -> torch.Tensor:
-    """Normalised features; for the monotone verifier their magnitude (distance to the reference per output)."""
-    z = (feats - shift) / scale
-    return z if signed else z.abs()
-
-
-class _NonNeg(nn.Module):
-    """Parametrisation ``w -> sign * |w|``: non-negative hidden weights, non-positive output weights."""
-
-    def __init__(self, sign: float) -> None:
-        super().__init__()
-        self.sign = sign
-
-    def forward(self, w: torch.Tensor) -> torch.Tensor:
-        return self.sign * w.abs()
-
-
-def _make_monotone(verifier: nn.Sequential) -> None:
-    """Constrain V to be non-increasing in every input: monotone activations, |w| inside, -|w| at the output.
-
-    Why: with inputs |f(I) - f0(I)|, the owner itself (all zeros) then gets the highest possible logit and a
-    suspect can never look *more* derived by moving further from the owner, the failure mode of a free MLP
-    that extrapolates from ~15 training negatives.
-    """
-    from torch.nn.utils import parametrize
-
-    linears = [m for m in verifier if isinstance(m, nn.Linear)]
-    for layer in linears:
-        parametrize.register_parametrization(layer, "weight", _NonNeg(-1.0 if layer is linears[-1] else 1.0))
-
-
-def _apply_verifier(v: dict[str, torch.Tensor], z: torch.Tensor) -> torch.Tensor:
-    """``make_verifier``'s forward pass straight from its state dict (no module built per verification)."""
-    n_layers = sum(1 for k in v if k.endswith(".weight"))
-    for i in range(n_layers):
-        z = z @ v[f"{2 * i}.weight"].T + v[f"{2 * i}.bias"]
-        if i < n_layers - 1:
-            z = F.leaky_relu(z, 0.2)
-    return z
-
-
-def plain_state(verifier: nn.Sequential) -> dict[str, torch.Tensor]:
-    """The verifier's effective weights under plain ``make_verifier`` keys (parametrisations resolved)."""
-    out = {}
-    for i, layer in enumerate(verifier):
-        if isinstance(layer, nn.Linear):
-            out[f"{i}.weight"] = layer.weight.detach().clone()
-            out[f"{i}.bias"] = layer.bias.detach().clone()
-    return out
-
+from .metav_verifier import make_monotone, apply_verifier, make_verifier, plain_state, transform_features, verifier_input
 
 class _Queries(nn.Module):
     """Free parameters mapped into the input domain: tanh re-parametrisation when bounded, identity for latents."""
@@ -178,21 +104,6 @@ class _Member:
         return out
 
 
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """Train with one intra-op thread, then restore the caller's setting.
-
-    Why: every op here is tiny (a few zoo models on N queries); with more threads than free cores the
-    OpenMP workers spin-wait, which measured several times slower on the shared 2-core machine.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 class MetaV(Method):
     """MetaV (Pan et al., KDD 2022): queries I and verifier V minimise the zoo's BCE jointly (methods.md §2).
 
@@ -230,7 +141,7 @@ class MetaV(Method):
         if zoo is None or not zoo.negatives:
             raise UsageError("metav trains on a zoo and needs independent (negative) models",
                              "pass negatives=[...] (and positives=[...]) or let fingerprint() build a zoo")
-        with _one_thread():
+        with one_thread():
             return self._build(owner, zoo, seed, progress)
 
     def _build(self, owner: Owner, zoo: ZooSplit, seed: int, progress: bool = False) -> Built:
@@ -254,7 +165,7 @@ class MetaV(Method):
             scale = self._scale(feats - center(queries()).detach())
             verifier = make_verifier(n * owner.output_dim, hidden)
             if s["monotone"]:
-                _make_monotone(verifier)
+                make_monotone(verifier)
             best = self._train(queries, verifier, center, scale, pos, neg, vpos, vneg, owner, gen, progress)
             x = owner.clamp(best["x"])
             with torch.no_grad():
@@ -432,7 +343,7 @@ class MetaV(Method):
         meta = fp.info.get("verifier", {})
         with torch.no_grad():
             z = verifier_input(feats, v["shift"], v["scale"], meta.get("input", "signed") == "signed")
-            logit = float(_apply_verifier(v, z).reshape(()))
+            logit = float(apply_verifier(v, z).reshape(()))
         if not math.isfinite(logit):
             raise ShapeMismatchError(f"suspect {suspect.name} returns non-finite outputs on the fingerprint queries")
         # sigmoid(logit / T): monotone in the verifier's logit, so rankings are unchanged, but confident

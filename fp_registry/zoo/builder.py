@@ -11,6 +11,7 @@ from torch import nn
 
 from ..errors import UsageError
 from ..methods import Owner
+from ..training import one_thread
 from .attacks import AttackContext
 from .recipes import SEED_BASE, Recipe, Step, recipes
 from .spec import SPLITS, Zoo, ZooModel
@@ -130,7 +131,7 @@ def build_zoo(owner: Owner, *, seed: int = 0, progress: bool = True, sizes: dict
     ctx = make_context(owner, alt_data)
     runner = _Runner(owner, ctx, seed, cache, _key_root(owner, ctx))
     members: list[ZooModel] = []
-    with _one_thread():
+    with one_thread():
         for split, recipe in tqdm(plan(owner.task, sizes, holdout_families), desc="zoo", unit="model",
                                   disable=not progress):
             try:
@@ -141,19 +142,3 @@ def build_zoo(owner: Owner, *, seed: int = 0, progress: bool = True, sizes: dict
             members.append(ZooModel("/".join([name or "owner", *labels]), model, recipe.derived, recipe.family,
                                     split, utility(model, ctx)))
     return Zoo(members)
-
-
-class _one_thread:
-    """Train zoo members with one intra-op thread, then restore the caller's setting.
-
-    Why: the zoo's nets are tiny, so a second thread only adds synchronisation; on the shared 2-core machine
-    (load 6-12) OpenMP threads spin while waiting and a 5-epoch digits-cnn fit took 15.9 s CPU / 36.9 s wall
-    with 2 threads against 0.9 s / 2.3 s with 1 (measured 2026-11-23).
-    """
-
-    def __enter__(self) -> None:
-        self.before = torch.get_num_threads()
-        torch.set_num_threads(1)
-
-    def __exit__(self, *exc: Any) -> None:
-        torch.set_num_threads(self.before)
