@@ -62,13 +62,15 @@ def save_model(model: nn.Module, path: str | os.PathLike[str], meta: dict[str, A
 
 
 def load_reference(path: Path) -> nn.Module:
-    """Load a directory written by :func:`save_model`."""
+    """Load a directory written by :func:`save_model`, or by ``PyTorchModelHubMixin`` (kwargs at the top level)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
         cfg = json.loads((path / "config.json").read_text())
-        model = nets.build(cfg["fp_registry_arch"], cfg["config"])
+        kwargs = cfg["config"] if isinstance(cfg.get("config"), dict) else {
+            k: v for k, v in cfg.items() if k != "fp_registry_arch"}
+        model = nets.build(cfg["fp_registry_arch"], kwargs)
         model.load_state_dict(load_file(str(path / "model.safetensors")))
     except (OSError, KeyError, ValueError, RuntimeError, SafetensorError) as exc:
         raise ModelLoadError(f"{path} is not a valid fp-registry model directory: {exc.__class__.__name__}: "

@@ -108,10 +108,10 @@ def resolve(repo: str, revision: str | None) -> tuple[str, list[str]]:
 
 def load_planned(plan: Plan, local: Path) -> Any:
     """Build the model from already downloaded files."""
-    from fp_registry.modelio import load_pt2
+    from fp_registry.modelio import load_pt2, load_reference
 
     if plan.kind == "reference":
-        return load_reference_dir(local)
+        return load_reference(local)
     if plan.kind == "transformers":
         return load_transformers(local, use_safetensors=True)
     if plan.kind == "pt2":
@@ -125,24 +125,6 @@ def load_planned(plan: Plan, local: Path) -> Any:
     if plan.reason.startswith("unsafe format"):
         raise UnsafeFormatError(plan.reason)
     raise ModelLoadError(plan.reason or "nothing loadable")
-
-
-def load_reference_dir(local: Path) -> Any:
-    """A reference net saved by :func:`push_reference` (mixin layout: config.json + model.safetensors)."""
-    from safetensors.torch import load_file
-
-    from fp_registry import nets
-
-    cfg = json.loads((local / "config.json").read_text())
-    kwargs = cfg.get("config") if isinstance(cfg.get("config"), dict) else {
-        k: v for k, v in cfg.items() if k not in CONFIG_KEYS}
-    try:
-        model = nets.build(cfg["fp_registry_arch"], kwargs)
-        model.load_state_dict(load_file(str(local / "model.safetensors")))
-    except (KeyError, TypeError, RuntimeError, ValueError) as exc:
-        raise ModelLoadError(f"{local} is not a valid reference net: {exc.__class__.__name__}: {str(exc)[:160]}") \
-            from exc
-    return model.eval()
 
 
 def load_transformers(local: Path, use_safetensors: bool) -> Any:
