@@ -27,7 +27,7 @@ def check_suspect(suspect: Any, against: str | Backend, *, event: UploadEvent | 
     load_plugins()
     backend = against if isinstance(against, Backend) else get_backend(against)
     name = suspect if isinstance(suspect, str) else getattr(suspect, "name", type(suspect).__name__)
-    s = Suspect(suspect, name=name, allow_pickle=allow_pickle)
+    s = Suspect(suspect, name=name, allow_pickle=allow_pickle, load_config=config)
     verdicts = []
     for entry in backend.entries():
         if isinstance(suspect, str) and suspect == entry.model_uri:

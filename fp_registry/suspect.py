@@ -14,14 +14,17 @@ from .tasks import canonicalize, canonicalize_labels
 class Suspect:
     """A model under audit; only its outputs are used unless a method asks for ``module`` (white box)."""
 
-    def __init__(self, model: Any, name: str = "", batch_size: int = 256, allow_pickle: bool = False) -> None:
+    def __init__(self, model: Any, name: str = "", batch_size: int = 256, allow_pickle: bool = False,
+                 load_config: dict[str, Any] | None = None) -> None:
         if isinstance(model, Suspect):
             model, name = model.model, name or model.name
         if isinstance(model, str):
             from .loading import load_model
 
             name = name or model
-            model = load_model(model, allow_pickle=allow_pickle)
+            # load_config reaches the loader plugins (e.g. the MLflow tracking URI of the registry being checked)
+            extra = {k: v for k, v in (load_config or {}).items() if k != "allow_pickle"}
+            model = load_model(model, allow_pickle=allow_pickle, **extra)
         if not callable(model):
             raise ShapeMismatchError(f"suspect {name or type(model).__name__} is not callable")
         self.model = model

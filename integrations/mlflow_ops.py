@@ -31,14 +31,10 @@ def protect_version(backend: MlflowBackend, name: str, version: str, method: str
 def check_version(backend: MlflowBackend, name: str, version: str, event: UploadEvent | None = None,
                   config: dict[str, Any] | None = None) -> list[Verdict]:
     """Check one version against every protected entry and leave a verdict tag on it in every case."""
-    import os
-
     from fp_registry.pipeline import check_suspect, handle_upload
 
     uri = f"models:/{name}/{version}"
-    # The suspect loader resolves models:/ URIs through the process-wide tracking URI.
-    os.environ["MLFLOW_TRACKING_URI"] = backend.tracking_uri
-    cfg = {"tracking_uri": backend.tracking_uri, **(config or {})}
+    cfg = {"tracking_uri": backend.tracking_uri, **(config or {})}  # the suspect loads from this server
     if event is not None:
         verdicts = handle_upload(event, backend, config=cfg)
     else:
