@@ -141,14 +141,15 @@ def test_reproducible_from_seed_and_needs_negatives() -> None:
 
 
 def test_verifier_forward_from_state_dict_matches_the_module() -> None:
-    from fp_registry.algorithms.metav_verifier import apply_verifier, make_verifier
+    from fp_registry.algorithms.metav_verifier import apply_numpy, make_verifier, numpy_layers
 
     torch.manual_seed(0)
     for hidden in [(), (16, 8)]:
         net = make_verifier(12, hidden).double()
         z = torch.randn(1, 12, dtype=torch.float64)
         with torch.no_grad():
-            assert float(apply_verifier(net.state_dict(), z)) == pytest.approx(float(net(z)), abs=1e-12)
+            got = apply_numpy(numpy_layers(net.state_dict()), z.numpy())
+            assert float(got.item()) == pytest.approx(float(net(z)), abs=1e-12)
 
 
 def test_token_inputs_are_not_applicable() -> None:

@@ -5,6 +5,7 @@ import contextlib
 import math
 from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -14,7 +15,8 @@ from fp_registry.methods import Built, Method, Owner
 from fp_registry.training import one_thread
 from fp_registry.zoo.spec import ZooModel, ZooSplit
 
-from .metav_verifier import make_monotone, apply_verifier, make_verifier, plain_state, transform_features, verifier_input
+from .metav_verifier import (apply_numpy, make_monotone, make_verifier, numpy_features, numpy_layers,
+                             plain_state, transform_features, verifier_input)
 
 class _Queries(nn.Module):
     """Free parameters mapped into the input domain: tanh re-parametrisation when bounded, identity for latents."""
@@ -331,19 +333,16 @@ class MetaV(Method):
     # ---------------------------------------------------------------- verify
     def score(self, fp: Any, suspect: Any) -> tuple[float, dict[str, Any]]:
         # fresh, aligned copies: loaded (mmap-ed) tensors may take other SIMD paths and differ in the last bits
-        x = fp.tensors["queries"]["x"].clone()
-        out_dim = int(fp.spec["output_dim"])
-        mode = str(fp.info.get("verifier", {}).get("features", "prob"))
-        out = suspect.outputs(x, fp.task, out_dim).double()
-        feats = transform_features(out, fp.task, mode).reshape(1, -1)
-        v = {k: t.clone().double() for k, t in fp.tensors["verifier"].items()}
-        if feats.shape[1] != v["shift"].numel():
-            raise ShapeMismatchError(f"suspect {suspect.name} gives {feats.shape[1]} features, "
-                                     f"the verifier expects {v['shift'].numel()}")
+        x = fp.prepared("metav.queries", lambda: fp.tensors["queries"]["x"].clone())
         meta = fp.info.get("verifier", {})
-        with torch.no_grad():
-            z = verifier_input(feats, v["shift"], v["scale"], meta.get("input", "signed") == "signed")
-            logit = float(apply_verifier(v, z).reshape(()))
+        layers, shift, scale = fp.prepared("metav.numpy", lambda: self._numpy_verifier(fp))
+        out = suspect.outputs(x, fp.task, int(fp.spec["output_dim"])).numpy().astype(np.float64)
+        feats = numpy_features(out, fp.task, str(meta.get("features", "prob"))).reshape(1, -1)
+        if feats.shape[1] != shift.size:
+            raise ShapeMismatchError(f"suspect {suspect.name} gives {feats.shape[1]} features, "
+                                     f"the verifier expects {shift.size}")
+        z = (feats - shift) / scale
+        logit = float(apply_numpy(layers, z if meta.get("input", "signed") == "signed" else np.abs(z)).item())
         if not math.isfinite(logit):
             raise ShapeMismatchError(f"suspect {suspect.name} returns non-finite outputs on the fingerprint queries")
         # sigmoid(logit / T): monotone in the verifier's logit, so rankings are unchanged, but confident
@@ -351,3 +350,9 @@ class MetaV(Method):
         z = logit / float(self.settings["score_temperature"])
         prob = 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
         return prob, {"probability": prob, "logit": logit, "n_queries": int(len(x))}
+
+    @staticmethod
+    def _numpy_verifier(fp: Any) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray, np.ndarray]:
+        v = fp.tensors["verifier"]
+        return (numpy_layers(v), v["shift"].double().numpy().reshape(1, -1),
+                v["scale"].double().numpy().reshape(1, -1))

@@ -1,8 +1,8 @@
 """MetaV's meta-verifier network: features, the (optionally monotone) MLP, and its module-free forward pass."""
 from __future__ import annotations
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 HIDDEN = (128, 64, 32)
@@ -62,16 +62,6 @@ def make_monotone(verifier: nn.Sequential) -> None:
         parametrize.register_parametrization(layer, "weight", _NonNeg(-1.0 if layer is linears[-1] else 1.0))
 
 
-def apply_verifier(v: dict[str, torch.Tensor], z: torch.Tensor) -> torch.Tensor:
-    """``make_verifier``'s forward pass straight from its state dict (no module built per verification)."""
-    n_layers = sum(1 for k in v if k.endswith(".weight"))
-    for i in range(n_layers):
-        z = z @ v[f"{2 * i}.weight"].T + v[f"{2 * i}.bias"]
-        if i < n_layers - 1:
-            z = F.leaky_relu(z, 0.2)
-    return z
-
-
 def plain_state(verifier: nn.Sequential) -> dict[str, torch.Tensor]:
     """The verifier's effective weights under plain ``make_verifier`` keys (parametrisations resolved)."""
     out = {}
@@ -80,3 +70,27 @@ def plain_state(verifier: nn.Sequential) -> dict[str, torch.Tensor]:
             out[f"{i}.weight"] = layer.weight.detach().clone()
             out[f"{i}.bias"] = layer.bias.detach().clone()
     return out
+
+
+def numpy_layers(v: dict[str, torch.Tensor]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(W^T, b) per layer in float64, contiguous, for ``apply_numpy`` (made once per fingerprint)."""
+    n_layers = sum(1 for k in v if k.endswith(".weight"))
+    return [(np.ascontiguousarray(v[f"{2 * i}.weight"].double().numpy().T), v[f"{2 * i}.bias"].double().numpy())
+            for i in range(n_layers)]
+
+
+def apply_numpy(layers: list[tuple[np.ndarray, np.ndarray]], z: np.ndarray) -> np.ndarray:
+    """``make_verifier``'s forward pass from its weights, in numpy: tiny matmuls cost less than torch's dispatch."""
+    for i, (w, b) in enumerate(layers):
+        z = z @ w + b
+        if i < len(layers) - 1:
+            z = np.where(z >= 0, z, 0.2 * z)
+    return z
+
+
+def numpy_features(out: np.ndarray, task: str, mode: str) -> np.ndarray:
+    """:func:`transform_features` in numpy float64, for one suspect's canonical outputs."""
+    if mode == "prob" or task != "classification":
+        return out
+    logp = np.log(np.maximum(out, 1e-6))
+    return logp - np.add.reduce(logp, axis=1, keepdims=True) / logp.shape[1]  # ndarray.mean's wrapper is slow
