@@ -20,23 +20,31 @@ class TAFA(Method):
     ARUC versus ``d`` is the paper's evaluation curve.
 
     Reconstructed by us (methods.md §3.2, NOT checked against the paper's text): everything else. Anchors
-    (owner data if given, else N(0, 1)) are Newton-projected onto one hidden neuron's boundary z_j(x) = 0; the
-    pair x± = x* ± d·u (u the unit normal of the boundary) is kept when the owner's activation patterns at x+
-    and x- differ only in neuron j and the owner's second difference Δ(f0) = f(x+) + f(x-) - 2 f(x*) is large.
-    A suspect matches pair i when cos(Δ_i(f̂), Δ_i(f0)) >= δ and |Δ_i(f̂)| >= η'·|Δ_i(f0)|; the score is the
-    fraction of matching pairs. Our choices: ``d`` is relative to the mean anchor norm; classifier outputs are
-    compared as class-centred log-probabilities (exactly the centred logits, so a softmax API and a logit API
-    give the same evidence and saturated softmax does not hide the kink); η' is relative to |Δ(f0)| and, with
-    ``two_sided``, |Δ(f̂)| <= |Δ(f0)|/η too; default d = 0.05 from our ARUC/ROC-AUC-vs-d sweep (tafa_curve.py).
+    (uniform over the owner's input range when data gives it, else N(0, 1)) are Newton-projected onto one
+    hidden neuron's boundary z_j(x) = 0; the pair x± = x* ± d·u (u the unit normal of the boundary) is kept
+    when it flips neuron j and the owner's second difference Δ(f0) = f(x+) + f(x-) - 2 f(x*) is non-zero.
+    Each pair is stored with the owner's response (outputs at x*, x+, x-). A suspect matches pair i when it
+    reproduces the kink, cos(Δ_i(f̂), Δ_i(f0)) >= δ and η'·|Δ_i(f0)| <= |Δ_i(f̂)| <= |Δ_i(f0)|/η', OR the
+    response: the same top-1 class at all three points (classification), or outputs within ``response_tol``
+    of the owner's spread at all three and a first difference f(x+) - f(x-) within ``slope_tol`` of the
+    owner's (regression, generation). The score is the fraction of matching pairs. Why the OR: the kink
+    survives fine-tuning, pruning, noise and quantisation (the weights stay close) but not distillation or
+    extraction, whose copies keep the owner's responses instead; why uniform anchors: models trained on the
+    owner's data agree with it on the data, so only off-data responses tell a copy from an independent model.
+    Other choices: ``d`` is relative to the mean anchor norm; classifier outputs are compared as class-centred
+    log-probabilities (a softmax API and a logit API give the same evidence); default d = 0.05 and
+    n_pairs = 256 from the calibration/train splits (tafa_curve.py for the d curve), never from test models.
     """
 
     name = "tafa"
-    summary = "data-free ReLU-boundary pairs + output-kink matching (reconstruction of TAFA, all tasks)"
+    summary = "data-free ReLU-boundary pairs + output kink or response matching (reconstruction of TAFA, all tasks)"
     zoo_use = "calibrate"
     access = "black-box (suspect); white-box ReLU owner"
     fidelity = "reconstructed (methods.md §3.2): confirmed only data-free, ReLU-only, paired samples at distance d"
-    defaults: dict[str, Any] = {"n_pairs": 128, "d": 0.05, "delta": 0.8, "eta": 0.25, "strict": False,
-                                "two_sided": True, "newton_steps": 20, "oversample": 4, "use_data": True}
+    defaults: dict[str, Any] = {"n_pairs": 256, "d": 0.05, "delta": 0.8, "eta": 0.25, "strict": False,
+                                "two_sided": True, "newton_steps": 20, "oversample": 4, "use_data": True,
+                                "anchors": "domain", "response": True, "response_tol": 0.3,
+                                "slope_tol": 0.5}
     default_threshold = 0.5
 
     def check_owner(self, owner: Owner) -> None:
@@ -72,13 +80,23 @@ class TAFA(Method):
         order = rank[keep].argsort(descending=True)[:n_want]
         idx = keep.nonzero().flatten()[order]
         pairs = {"x_star": x_star[idx], "x_plus": x_plus[idx], "x_minus": x_minus[idx], "delta": delta[idx]}
+        if self.settings["response"]:
+            pairs.update(owner_response(model, owner, torch.cat([pairs["x_star"], pairs["x_plus"],
+                                                                  pairs["x_minus"]])))
         info = {"n_pairs": len(idx), "d_abs": d_abs, "candidates": len(anchors), "on_boundary": int(ok.sum()),
                 "kept": int(keep.sum()), "strict": int(strict[idx].sum())}
         return Built({"pairs": pairs}, info)
 
     def _anchors(self, owner: Owner, n: int, gen: torch.Generator) -> torch.Tensor:
+        """U(X) over the owner's input range (``anchors="domain"``) or owner rows ("data"); else N(0, 1)."""
         if self.settings["use_data"] and owner.data is not None and owner.task != "generation":
-            return owner.sample_inputs(n, gen)
+            if self.settings["anchors"] == "data" or owner.domain is None:
+                return owner.sample_inputs(n, gen)
+            # Why the whole range, not the data rows: every model trained on the owner's data agrees with
+            # the owner there, while off the data only copies of the owner's function (incl. extracted
+            # ones) keep its responses.
+            lo, hi = owner.domain
+            return lo + (hi - lo) * torch.rand(n, *owner.input_shape, generator=gen)
         return torch.randn(n, *owner.input_shape, generator=gen)  # data-free: N(0, 1) anchors / latents
 
     def _pick_neurons(self, model: nn.Module, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -116,13 +134,49 @@ class TAFA(Method):
         n = len(p["delta"])
         if n == 0:
             return 0.0, {"n_pairs": 0, "note": "fingerprint holds no pairs"}
-        x = torch.cat([p["x_star"], p["x_plus"], p["x_minus"]])
+        x = fp.prepared("tafa.queries", lambda: torch.cat([p["x_star"], p["x_plus"], p["x_minus"]]))
         out = suspect.outputs(x, fp.task, int(fp.spec["output_dim"]))
         d_hat = second_difference(fp.task, out[n:2 * n], out[2 * n:], out[:n], canonical=True)
-        matches = match_pairs(d_hat, p["delta"], float(self.settings["delta"]), float(self.settings["eta"]),
-                              bool(self.settings["two_sided"]))
+        kink = match_pairs(d_hat, p["delta"], float(self.settings["delta"]), float(self.settings["eta"]),
+                           bool(self.settings["two_sided"]))
+        evidence: dict[str, Any] = {"n_pairs": n, "kink_rate": float(kink.float().mean())}
+        matches = kink
+        if "response" in p:  # fingerprints made before the response statistic keep the kink-only score
+            tols = float(self.settings["response_tol"]), float(self.settings["slope_tol"])
+            same = match_response(fp.task, out, p["response"], float(p["scale"]), *tols)
+            evidence["response_rate"] = float(same.float().mean())
+            matches = kink | same
         rate = float(matches.float().mean())
-        return rate, {"match_rate": rate, "n_pairs": n}
+        evidence["match_rate"] = rate
+        return rate, evidence
+
+
+def owner_response(model: nn.Module, owner: Owner, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The owner's canonical outputs on the 3N queries (as a suspect's are read) and their spread."""
+    from fp_registry.suspect import Suspect
+
+    ref = Suspect(model, name="owner").outputs(x, owner.task, owner.output_dim).float()
+    centred = ref.double() - ref.double().mean(0)
+    scale = centred.pow(2).sum(1).mean().sqrt().clamp_min(1e-12)
+    return {"response": ref, "scale": scale.float().reshape(1)}
+
+
+def match_response(task: str, out: torch.Tensor, ref: torch.Tensor, scale: float, tol: float,
+                   slope_tol: float) -> torch.Tensor:
+    """Pair i keeps the owner's response when the suspect agrees with it at x*, x+ and x- alike.
+
+    Agreement: the same top-1 class (classification); for regression and generation an output error below
+    ``tol`` times the spread of the owner's outputs over all queries, and a first difference f(x+) - f(x-)
+    within ``slope_tol`` of the owner's (relative): a scalar value alone is often matched by chance by an
+    independent model of the same data, its slope along the owner's boundary normal rarely.
+    """
+    n = len(ref) // 3
+    if task == "classification":
+        return (out.argmax(1) == ref.argmax(1)).reshape(3, n).all(0)
+    out, ref = out.double(), ref.double()
+    close = ((out - ref).norm(dim=1) < tol * scale).reshape(3, n).all(0)
+    slope, slope0 = out[n:2 * n] - out[2 * n:], ref[n:2 * n] - ref[2 * n:]
+    return close & ((slope - slope0).norm(dim=1) <= slope_tol * slope0.norm(dim=1))
 
 
 def _log_probs(out: torch.Tensor, canonical: bool) -> torch.Tensor:
