@@ -43,3 +43,55 @@ def test_matches_sentence_transformers(owner: dict[str, Any]) -> None:
     with torch.no_grad():
         got = owner["model"](minilm.tokenize(owner["tok"], sentences))
     assert (got - ref).abs().max() < 1e-4  # our pooling + normalisation = the package's own pipeline
+
+
+@pytest.fixture(scope="module")
+def fingerprinted(owner: dict[str, Any]) -> dict[str, Any]:
+    import fp_registry as fpr
+
+    probes = minilm.tokenize(owner["tok"], minilm.template_sentences(200, seed=12345))
+    negatives = [minilm.scratch(s) for s in (1, 2)]  # same-config random inits: the cheapest independents
+    positives = [minilm.prune(owner["model"], 0.4)]  # places the threshold in the gap, not on the top negative
+    fp = fpr.fingerprint(owner["model"], method="embedsim", task="regression", data=probes, negatives=negatives,
+                         positives=positives, n_points=48, progress=False)
+    pairs = minilm.training_pairs(owner["tok"], n=64, seed=3)
+    held_out = minilm.independent(pairs, seed=5, steps=3)  # never seen by the calibration
+    return {"fp": fp, "probes": probes, "held_out": held_out}
+
+
+def test_embedsim_flags_derivatives_not_independents(owner: dict[str, Any], fingerprinted: dict[str, Any]) -> None:
+    fp, model = fingerprinted["fp"], owner["model"]
+    assert fp.spec["input_kind"] == "int64" and fp.tensors["probes"]["x"].dtype == torch.int64
+    for suspect in (minilm.prune(model, 0.3), minilm.add_noise(model, 0.05, seed=1), minilm.quantize(model)):
+        verdict = fp.verify(suspect)
+        assert verdict.is_match and verdict.score > 0.9, verdict.score
+        assert verdict.p_value == pytest.approx(1 / 3)  # two independents: the smallest empirical p-value
+    for suspect in (fingerprinted["held_out"], minilm.scratch(9)):
+        verdict = fp.verify(suspect)
+        assert not verdict.is_match and verdict.score < fp.threshold, verdict.score
+
+
+def test_embedsim_black_box_api(owner: dict[str, Any], fingerprinted: dict[str, Any]) -> None:
+    """A suspect that is only a function of int64 ids (a served embedding API) gives the same score."""
+    import numpy as np
+
+    model = minilm.prune(owner["model"], 0.3)
+
+    def api(ids: np.ndarray) -> np.ndarray:
+        assert ids.dtype == np.int64  # ids are never cast to float on their way to the suspect
+        with torch.no_grad():
+            return model(torch.from_numpy(ids)).numpy() @ np.eye(384)[::-1]  # a rotated (here: reversed) output
+
+    fp = fingerprinted["fp"]
+    assert fp.verify(api).score == pytest.approx(fp.verify(model).score, abs=1e-5)
+
+
+def test_whitebox_on_minilm(owner: dict[str, Any], fingerprinted: dict[str, Any]) -> None:
+    from fp_registry import whitebox as W
+
+    x, model = fingerprinted["probes"][:24], owner["model"]
+    derived = W.evidence(model, minilm.quantize(model), x)
+    other = W.evidence(model, fingerprinted["held_out"], x)
+    assert derived["weights"]["matched"] == 37  # 6 blocks x (q, k, v, o, FFN in, FFN out) + pooler, dequantised
+    for key in ("cka", "weights"):
+        assert derived[key]["score"] > 0.9 and other[key]["score"] < derived[key]["score"] - 0.3, key
