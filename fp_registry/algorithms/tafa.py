@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -134,21 +135,70 @@ class TAFA(Method):
         n = len(p["delta"])
         if n == 0:
             return 0.0, {"n_pairs": 0, "note": "fingerprint holds no pairs"}
-        x = fp.prepared("tafa.queries", lambda: torch.cat([p["x_star"], p["x_plus"], p["x_minus"]]))
-        out = suspect.outputs(x, fp.task, int(fp.spec["output_dim"]))
-        d_hat = second_difference(fp.task, out[n:2 * n], out[2 * n:], out[:n], canonical=True)
-        kink = match_pairs(d_hat, p["delta"], float(self.settings["delta"]), float(self.settings["eta"]),
-                           bool(self.settings["two_sided"]))
-        evidence: dict[str, Any] = {"n_pairs": n, "kink_rate": float(kink.float().mean())}
-        matches = kink
-        if "response" in p:  # fingerprints made before the response statistic keep the kink-only score
-            tols = float(self.settings["response_tol"]), float(self.settings["slope_tol"])
-            same = match_response(fp.task, out, p["response"], float(p["scale"]), *tols)
-            evidence["response_rate"] = float(same.float().mean())
-            matches = kink | same
-        rate = float(matches.float().mean())
-        evidence["match_rate"] = rate
-        return rate, evidence
+        ref = fp.prepared("tafa.reference", lambda: self._reference(fp.task, p))
+        # numpy on the outputs' own memory: a few dozen tiny torch ops cost more than the suspect's forward
+        out = suspect.outputs(ref["x"], fp.task, int(fp.spec["output_dim"])).numpy()
+        d_hat = kink_of(fp.task, out, n)
+        n_hat = np.sqrt(np.einsum("ij,ij->i", d_hat, d_hat))
+        # cos(Δ̂, Δ0) >= δ  <=>  Δ̂·u0 >= δ|Δ̂|, with u0 = Δ0/|Δ0| made once per fingerprint
+        kink = np.einsum("ij,ij->i", d_hat, ref["unit"]) >= float(self.settings["delta"]) * n_hat
+        kink &= (n_hat >= ref["lo"]) & (n_hat <= ref["hi"])
+        k_rate = np.count_nonzero(kink) / n
+        if "response" not in p:  # fingerprints made before the response statistic keep the kink-only score
+            return k_rate, {"n_pairs": n, "kink_rate": k_rate, "match_rate": k_rate}
+        same = self._same_response(fp.task, out, ref, n)
+        rate = np.count_nonzero(kink | same) / n
+        return rate, {"n_pairs": n, "kink_rate": k_rate, "response_rate": np.count_nonzero(same) / n,
+                      "match_rate": rate}
+
+    def _reference(self, task: str, p: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """Everything score() derives from the fingerprint alone, made once (queries, unit kinks, bounds)."""
+        d0 = p["delta"].reshape(len(p["delta"]), -1).double()
+        n0 = d0.norm(dim=1).clamp_min(1e-30)
+        eta = float(self.settings["eta"])
+        # With a scalar output the cosine is only a sign; bounding the kink size from above too rejects
+        # unrelated kinks of an independent model that happen to lie inside the pair.
+        hi = n0 / eta if self.settings["two_sided"] else torch.full_like(n0, math.inf)
+        ref: dict[str, Any] = {"x": torch.cat([p["x_star"], p["x_plus"], p["x_minus"]]),
+                               "unit": (d0 / n0[:, None]).float().numpy(), "lo": (eta * n0).float().numpy(),
+                               "hi": hi.float().numpy()}
+        if "response" in p:
+            r, n = p["response"].float().numpy(), len(d0)
+            slope0 = r[n:2 * n] - r[2 * n:]
+            ref.update(response=r, top1=r.argmax(1), slope0=slope0,
+                       value_lim=float(self.settings["response_tol"]) * float(p["scale"]),
+                       slope_lim=float(self.settings["slope_tol"]) * np.linalg.norm(slope0, axis=1))
+        return ref
+
+    @staticmethod
+    def _same_response(task: str, out: np.ndarray, ref: dict[str, Any], n: int) -> np.ndarray:
+        """Pair i keeps the owner's response at x*, x+ and x- alike.
+
+        Agreement: the same top-1 class (classification); for regression and generation an output error below
+        ``response_tol`` times the spread of the owner's outputs, and a first difference f(x+) - f(x-) within
+        ``slope_tol`` of the owner's (relative): a scalar value alone is often matched by chance by an
+        independent model of the same data, its slope along the owner's boundary normal rarely.
+        """
+        if task == "classification":
+            return (out.argmax(1) == ref["top1"]).reshape(3, n).all(0)
+        close = (np.linalg.norm(out - ref["response"], axis=1) < ref["value_lim"]).reshape(3, n).all(0)
+        slope = out[n:2 * n] - out[2 * n:]
+        return close & (np.linalg.norm(slope - ref["slope0"], axis=1) <= ref["slope_lim"])
+
+
+def kink_of(task: str, out: np.ndarray, n: int) -> np.ndarray:
+    """Δ(f̂) per pair from canonical outputs stacked as [f(x*); f(x+); f(x-)] (3N rows), in float32.
+
+    Classifiers: Δ of the class-centred log-probabilities (centring is linear, so it is applied once to Δ).
+    """
+    f = out.reshape(len(out), -1)
+    if task == "classification":
+        f = np.log(np.maximum(f, 1e-38))
+    d = f[n:2 * n] + f[2 * n:]
+    d -= 2 * f[:n]
+    if task == "classification":
+        d -= d.mean(axis=1, keepdims=True)
+    return d
 
 
 def owner_response(model: nn.Module, owner: Owner, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -159,24 +209,6 @@ def owner_response(model: nn.Module, owner: Owner, x: torch.Tensor) -> dict[str,
     centred = ref.double() - ref.double().mean(0)
     scale = centred.pow(2).sum(1).mean().sqrt().clamp_min(1e-12)
     return {"response": ref, "scale": scale.float().reshape(1)}
-
-
-def match_response(task: str, out: torch.Tensor, ref: torch.Tensor, scale: float, tol: float,
-                   slope_tol: float) -> torch.Tensor:
-    """Pair i keeps the owner's response when the suspect agrees with it at x*, x+ and x- alike.
-
-    Agreement: the same top-1 class (classification); for regression and generation an output error below
-    ``tol`` times the spread of the owner's outputs over all queries, and a first difference f(x+) - f(x-)
-    within ``slope_tol`` of the owner's (relative): a scalar value alone is often matched by chance by an
-    independent model of the same data, its slope along the owner's boundary normal rarely.
-    """
-    n = len(ref) // 3
-    if task == "classification":
-        return (out.argmax(1) == ref.argmax(1)).reshape(3, n).all(0)
-    out, ref = out.double(), ref.double()
-    close = ((out - ref).norm(dim=1) < tol * scale).reshape(3, n).all(0)
-    slope, slope0 = out[n:2 * n] - out[2 * n:], ref[n:2 * n] - ref[2 * n:]
-    return close & ((slope - slope0).norm(dim=1) <= slope_tol * slope0.norm(dim=1))
 
 
 def _log_probs(out: torch.Tensor, canonical: bool) -> torch.Tensor:
@@ -192,15 +224,3 @@ def second_difference(task: str, f_plus: torch.Tensor, f_minus: torch.Tensor, f_
     if task == "classification":
         parts = [_log_probs(t, canonical) for t in parts]
     return parts[0] + parts[1] - 2 * parts[2]
-
-
-def match_pairs(d_hat: torch.Tensor, d_ref: torch.Tensor, delta: float, eta: float,
-                two_sided: bool = False) -> torch.Tensor:
-    """match_i = cos(Δ̂_i, Δ0_i) >= δ and |Δ̂_i| >= η·|Δ0_i| (and <= |Δ0_i|/η when ``two_sided``)."""
-    d_hat, d_ref = d_hat.double(), d_ref.double()
-    n_hat, n_ref = d_hat.norm(dim=1), d_ref.norm(dim=1)
-    cos = (d_hat * d_ref).sum(1) / (n_hat * n_ref).clamp_min(1e-30)
-    ok = (cos >= delta) & (n_hat >= eta * n_ref)
-    # With a scalar output the cosine is only a sign; bounding the kink size from above too rejects
-    # unrelated kinks of an independent model that happen to lie inside the pair.
-    return ok & (n_hat <= n_ref / eta) if two_sided else ok
