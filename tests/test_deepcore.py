@@ -1,4 +1,4 @@
-"""DeepCore: both similarity variants, batch clustering, refusal of non-classifiers, artifact round trip."""
+"""DeepCore: both similarity variants, point selection, batch clustering, refusal of non-classifiers, round trip."""
 from __future__ import annotations
 
 import copy
@@ -9,8 +9,10 @@ import torch
 
 import fp_registry as fpr
 from fp_registry.algorithms.clustering import cluster_suspects
-from fp_registry.errors import NotApplicableError
+from fp_registry.algorithms.deepcore import DeepCore
+from fp_registry.errors import NotApplicableError, UsageError
 from fp_registry.suspect import Suspect
+from fp_registry.zoo.spec import Zoo, ZooModel
 
 
 @pytest.fixture(scope="module")
@@ -20,20 +22,53 @@ def models(digits_owner: Any, digits_independent: list, digits_finetuned: Any) -
     return {"owner": digits_owner, "copy": copy.deepcopy(digits_owner), "tuned": digits_finetuned, **homs}
 
 
+def small_zoo(models: dict, train: tuple[str, ...], calibration: tuple[str, ...]) -> Zoo:
+    """Train split: references for point selection; calibration split: the threshold (copy is its positive)."""
+    members = [ZooModel(n, models[n], False, "homologous", "train") for n in train]
+    members += [ZooModel(n, models[n], n == "copy", "homologous", "calibration") for n in calibration]
+    return Zoo(members)
+
+
 @pytest.mark.parametrize("similarity", ["soft", "label"])
 def test_similarity_flags_copies_not_homologous(models: dict, digits: dict, similarity: str) -> None:
-    fp = fpr.fingerprint(models["owner"], method="deepcore", similarity=similarity, n_points=40,
-                         negatives=[models["hom1"], models["hom2"]], positives=[models["copy"]],
-                         progress=False, **digits)
+    zoo = small_zoo(models, ("hom1",), ("hom2", "copy"))
+    fp = fpr.fingerprint(models["owner"], method="deepcore", similarity=similarity, zoo=zoo, progress=False,
+                         **digits)
+    assert fp.info["selected_by"] == "1 independent models of the zoo's train split"
+    assert len(fp.tensors["core"]["x"]) == DeepCore.defaults["n_points"]
     assert fp.verify(models["copy"]).is_match
     assert fp.verify(models["tuned"]).is_match
-    for name in ("hom3", "hom4"):  # unseen by calibration
+    for name in ("hom3", "hom4"):  # seen by neither selection nor calibration
         v = fp.verify(models[name])
         assert not v.is_match, (name, v.score, v.threshold)
 
 
+def test_selection_keeps_points_references_disagree_on(models: dict, digits: dict) -> None:
+    """Selected points separate copies from unseen homologous models more than unselected candidates do."""
+    kw = dict(method="deepcore", n_points=40, n_candidates=200, progress=False, **digits)
+    picked = fpr.fingerprint(models["owner"], zoo=small_zoo(models, ("hom1", "hom2"), ()), **kw)
+    plain = fpr.fingerprint(models["owner"], references=0, negatives=[], **kw)
+    assert plain.info["selected_by"].startswith("none")
+    assert picked.info["reference_similarity"] < picked.info["reference_similarity_all"]
+    unseen = [picked.verify(models[n]).score for n in ("hom3", "hom4")]
+    baseline = [plain.verify(models[n]).score for n in ("hom3", "hom4")]
+    assert max(unseen) < min(baseline), (unseen, baseline)  # homologous models agree less on selected points
+    assert picked.verify(models["tuned"]).score > max(unseen)
+
+
+def test_trained_references_when_no_zoo(models: dict, digits: dict) -> None:
+    """Given only calibration negatives, DeepCore trains its own homologous references on the owner's data."""
+    fp = fpr.fingerprint(models["owner"], method="deepcore", n_points=30, n_candidates=150, references=1,
+                         reference_epochs=4, negatives=[models["hom1"], models["hom2"]], positives=[models["copy"]],
+                         progress=False, **digits)
+    assert "trained here" in fp.info["selected_by"]
+    assert fp.verify(models["tuned"]).is_match
+    assert not any(fp.verify(models[n]).is_match for n in ("hom3", "hom4"))
+
+
 def test_clustering_separates_derived_from_homologous(models: dict, digits: dict) -> None:
-    fp = fpr.fingerprint(models["owner"], method="deepcore", n_points=40, negatives=[], progress=False, **digits)
+    fp = fpr.fingerprint(models["owner"], method="deepcore", n_points=40, n_candidates=200, progress=False,
+                         zoo=small_zoo(models, ("hom1",), ()), **digits)
     batch = [Suspect(models[n], n) for n in ("hom3", "copy", "hom4", "tuned")]
     refs = [Suspect(models[n], n) for n in ("hom1", "hom2")]
     result = cluster_suspects(fp, batch, refs)
@@ -51,12 +86,20 @@ def test_regression_owner_refused() -> None:
         fpr.fingerprint(regressor, method="deepcore", negatives=[], progress=False, **owner_inputs("diabetes-fcn"))
 
 
+def test_bad_settings_refused() -> None:
+    with pytest.raises(UsageError, match="n_candidates >= n_points"):
+        DeepCore(n_points=50, n_candidates=10)
+    with pytest.raises(UsageError, match="similarity"):
+        DeepCore(similarity="jsd")
+    assert DeepCore(target="auto").settings["target"] == "other"  # fingerprints saved before one recipe
+
+
 def test_save_load_round_trip(models: dict, digits: dict, tmp_path: Any) -> None:
-    fp = fpr.fingerprint(models["owner"], method="deepcore", similarity="label", n_points=20,
-                         negatives=[models["hom1"]], progress=False, **digits)
+    fp = fpr.fingerprint(models["owner"], method="deepcore", similarity="soft", n_points=20, n_candidates=60,
+                         zoo=small_zoo(models, ("hom2",), ("hom1",)), progress=False, **digits)
     fp.save(tmp_path / "fp")
     back = fpr.load_fingerprint(tmp_path / "fp")
-    assert back.settings["target"] == "other" and back.settings["eps"] == 0.05  # "auto" resolved and stored
+    assert back.settings["eps"] == 0.02 and back.settings["n_candidates"] == 60
     for name in ("tuned", "hom3"):
         a, b = fp.verify(models[name]), back.verify(models[name])
         assert (a.score, a.threshold, a.is_match) == (b.score, b.threshold, b.is_match)

@@ -1,13 +1,15 @@
 """DeepCore: core points far from the owner's decision boundary, matched by label agreement or soft similarity."""
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from fp_registry.errors import NotApplicableError, ShapeMismatchError, UsageError
 from fp_registry.methods import Built, Method, Owner
+from fp_registry.suspect import match_rate
 from fp_registry.training import frozen
 
 
@@ -15,16 +17,26 @@ class DeepCore(Method):
     """DeepCore (arXiv 2411.00380, ECML-PKDD 2025); the algorithm is a RECONSTRUCTION (methods.md §4.2).
 
     Confirmed by the abstract: core points are built by optimising the owner's predicted confidence of a few
-    sample points, and piracy is identified by two similarity methods and one clustering method.
-    Reconstructed here (no public code): seeds from owner data or uniform noise in the input domain; target
-    class ``t_i`` either the owner's own prediction (``target="own"``) or a different random class
-    (``target="other"``, off-manifold points that homologous models agree on less); ``x_i`` minimises
-    ``CE(f0(x), t_i)`` with Adam, projected into the input domain (optionally an L-inf ball of ``eps`` around
-    the seed), until ``p_t(f0(x_i)) >= gamma``. Similarity A (``similarity="label"``) is the fraction of core
-    points where the suspect's top-1 label equals the owner's; similarity B (``"soft"``) is the mean cosine
-    between suspect and owner outputs, by default on centred log-probabilities (``soft_space="logprob"``, our
-    deviation: plain probabilities, ``"prob"``, saturate on core points and did not separate homologous models
-    in our measurements). Clustering lives in :mod:`fp_registry.algorithms.clustering`.
+    sample points, piracy is told apart from *homologous* (independently trained look-alike) models, and it is
+    identified by two similarity methods and one clustering method.
+
+    Reconstructed here (no public code):
+
+    - Candidates: ``n_candidates`` uniform-noise seeds in the input domain (or owner data, ``seeds="data"``), each
+      with a target class ``t_i``: a different random class (``target="other"``, default) or the owner's own
+      prediction (``"own"``). ``x_i`` minimises ``CE(f0(x), t_i)`` with Adam, projected into the input domain and
+      an L-inf ball of ``eps`` around its seed, until ``p_t(f0(x_i)) >= gamma`` or ``steps`` run out.
+    - Selection (our addition, measured): of the candidates, keep the ``n_points`` on which reference homologous
+      models agree *least* with the owner (lowest mean cosine between their and the owner's probabilities).
+      References are the independent models of the zoo's *train* split; without one, ``references`` models of
+      the owner's architecture are trained on the owner's data and labels (different seeds); with neither,
+      the first ``n_points`` candidates are kept. The calibration and test splits never take part.
+    - Similarity A (``similarity="label"``, default): fraction of core points where the suspect's top-1 label
+      equals the owner's. Similarity B (``"soft"``): mean cosine between suspect and owner outputs, on
+      probabilities (``soft_space="prob"``) or on centred log-probabilities (``"logprob"``). Thresholds are
+      calibrated on independent models (calibration split). Clustering: :mod:`fp_registry.algorithms.clustering`.
+
+    One recipe for every scenario; its values were chosen on digits-mlp and digits-cnn (README, DeepCore section).
     """
 
     name = "deepcore"
@@ -32,25 +44,23 @@ class DeepCore(Method):
     tasks = ("classification",)
     zoo_use = "calibrate"
     fidelity = "reconstructed from the abstract (methods.md §4.2); no public code"
-    defaults: dict[str, Any] = {"similarity": "soft", "soft_space": "logprob", "n_points": 50, "gamma": 0.999,
-                                "seeds": "noise", "target": "auto", "steps": 500, "lr": 0.01, "eps": "auto"}
-    #: "auto" settings, chosen per similarity by measurement on digits-mlp (README, DeepCore section): label
-    #: agreement needs off-manifold points near their noise seeds, the log-prob similarity works on true core points
-    auto: ClassVar[dict[str, dict[str, Any]]] = {"soft": {"target": "own", "eps": None},
-                                                 "label": {"target": "other", "eps": 0.05}}
-    default_threshold = 0.8
+    defaults: dict[str, Any] = {"similarity": "label", "soft_space": "prob", "n_points": 100, "n_candidates": 500,
+                                "gamma": 0.999, "seeds": "noise", "target": "other", "steps": 30, "lr": 0.01,
+                                "eps": 0.02, "references": 2, "reference_epochs": 10}
+    default_threshold = 0.5
 
     def __init__(self, **settings: Any) -> None:
         super().__init__(**settings)
-        for key in ("target", "eps"):  # resolved now so the saved fingerprint records concrete values
-            if self.settings[key] == "auto":
-                self.settings[key] = self.auto.get(self.settings["similarity"], self.auto["soft"])[key]
+        if self.settings["target"] == "auto":  # fingerprints saved before the single recipe stored "auto"
+            self.settings["target"], self.settings["eps"] = "other", 0.02
         choices = {"similarity": ("label", "soft"), "soft_space": ("logprob", "prob"), "seeds": ("data", "noise"),
                    "target": ("own", "other")}
         for key, allowed in choices.items():
             if self.settings[key] not in allowed:
                 raise UsageError(f"deepcore setting {key}={self.settings[key]!r} is not valid",
                                  f"use one of: {', '.join(allowed)}")
+        if int(self.settings["n_candidates"]) < int(self.settings["n_points"]):
+            raise UsageError("deepcore needs n_candidates >= n_points", "raise n_candidates or lower n_points")
 
     def check_owner(self, owner: Owner) -> None:
         if owner.task != "classification":
@@ -65,7 +75,7 @@ class DeepCore(Method):
 
     def build(self, owner: Owner, zoo: Any, seed: int, progress: bool) -> Built:
         gen = torch.Generator().manual_seed(seed)
-        x0 = self._seeds(owner, gen)
+        x0 = self._seeds(owner, gen, int(self.settings["n_candidates"]))
         model = owner.module
         with torch.no_grad():
             own = model(x0).argmax(1)
@@ -73,13 +83,14 @@ class DeepCore(Method):
         x = self._optimise(model, owner, x0, targets)
         with torch.no_grad():
             probs = torch.softmax(model(x), dim=1)
-        reached = probs[torch.arange(len(x)), targets] >= float(self.settings["gamma"])
-        info = {"reached_gamma": float(reached.float().mean()),
-                "on_target": float((probs.argmax(1) == targets).float().mean())}
+        keep, info = self._select(owner, zoo, x, probs, seed)
+        x, probs, targets = x[keep], probs[keep], targets[keep]
+        info.update(reached_gamma=float((probs[torch.arange(len(x)), targets] >= float(self.settings["gamma"]))
+                                        .float().mean()),
+                    on_target=float((probs.argmax(1) == targets).float().mean()))
         return Built({"core": {"x": x, "probs": probs, "labels": probs.argmax(1), "targets": targets}}, info)
 
-    def _seeds(self, owner: Owner, gen: torch.Generator) -> torch.Tensor:
-        n = int(self.settings["n_points"])
+    def _seeds(self, owner: Owner, gen: torch.Generator, n: int) -> torch.Tensor:
         if self.settings["seeds"] == "data" and owner.data is not None:
             return owner.sample_inputs(n, gen)
         lo, hi = owner.domain if owner.domain is not None else (0.0, 1.0)
@@ -109,29 +120,79 @@ class DeepCore(Method):
                     x.copy_(owner.clamp(x))
         return x.detach()
 
+    def _select(self, owner: Owner, zoo: Any, x: torch.Tensor, probs: torch.Tensor,
+                seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Indices of the ``n_points`` candidates where reference homologous models resemble the owner least."""
+        from fp_registry.suspect import Suspect
+
+        n = int(self.settings["n_points"])
+        refs, source = homologous_references(owner, zoo, int(self.settings["references"]),
+                                             int(self.settings["reference_epochs"]), seed)
+        if not refs:
+            return torch.arange(n), {"selected_by": "none (no reference homologous models)"}
+        sims = torch.stack([F.cosine_similarity(Suspect(r).outputs(x, "classification", owner.output_dim), probs,
+                                                dim=1) for r in refs]).mean(0)
+        keep = sims.argsort(stable=True)[:n]
+        return keep, {"selected_by": f"{len(refs)} {source}", "reference_similarity": float(sims[keep].mean()),
+                      "reference_similarity_all": float(sims.mean())}
+
     def score(self, fp: Any, suspect: Any) -> tuple[float, dict[str, Any]]:
         core = fp.tensors["core"]
+        n_classes = fp.spec["output_dim"]
         if self.settings["similarity"] == "label":
-            got = suspect.labels(core["x"])
-            if len(got) != len(core["labels"]) or int(got.max()) >= fp.spec["output_dim"]:
-                raise ShapeMismatchError(f"suspect {suspect.name} does not return labels in "
-                                         f"0..{fp.spec['output_dim'] - 1}")
-            s = float((got == core["labels"]).float().mean())
+            got = suspect.labels(core["x"], n_classes)
+            if len(got) != len(core["labels"]):
+                raise ShapeMismatchError(f"suspect {suspect.name} returned {len(got)} labels for "
+                                         f"{len(core['labels'])} inputs")
+            s = match_rate(got, core["labels"])
             return s, {"label_agreement": s, "n_points": len(got)}
-        probs = suspect.outputs(core["x"], "classification", fp.spec["output_dim"])
-        if self.settings["soft_space"] == "prob":
-            s = float(F.cosine_similarity(probs, core["probs"], dim=1).mean())
-        else:
-            s = float(F.cosine_similarity(_centred_log(probs), _centred_log(core["probs"]), dim=1).mean())
+        probs = suspect.outputs(core["x"], "classification", n_classes).numpy()
+        own = core["probs"].numpy()
+        if self.settings["soft_space"] == "logprob":
+            probs, own = _centred_log_np(probs), _centred_log_np(own)
+        s = float(_row_cosine(probs, own).mean())
         return max(s, 0.0), {"soft_similarity": s, "space": self.settings["soft_space"], "n_points": len(probs)}
+
+
+def homologous_references(owner: Owner, zoo: Any, n: int, epochs: int, seed: int) -> tuple[list[Any], str]:
+    """Independent look-alikes of the owner: the zoo split's negatives, else ``n`` trained here, else none.
+
+    Why trained with the owner's *true* labels only: a model trained on the owner's predictions would be a
+    label-extraction copy (derived), and selecting points its copies disagree on would defeat the method.
+    """
+    negatives = list(getattr(zoo, "negatives", None) or [])
+    if negatives:
+        return [z.model for z in negatives], "independent models of the zoo's train split"
+    if n <= 0 or owner.data is None or owner.labels is None or owner.module is None:
+        return [], ""
+    from fp_registry.training import fit, reinitialise
+
+    x = owner.data.reshape(len(owner.data), *owner.input_shape)
+    refs = []
+    for i in range(n):
+        ref_seed = seed + 7919 * (i + 1)  # never the owner's own seed
+        refs.append(fit(reinitialise(owner.module, ref_seed), "classification", x, owner.labels, epochs=epochs,
+                        lr=2e-3, seed=ref_seed))
+    return refs, "models trained here on the owner's data (other seeds)"
+
+
+def _row_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine in numpy: three small torch ops cost more dispatch than a tiny model's forward pass."""
+    num = np.einsum("ij,ij->i", a, b)
+    den = np.sqrt(np.einsum("ij,ij->i", a, a) * np.einsum("ij,ij->i", b, b))
+    return num / np.maximum(den, 1e-8)
+
+
+def _centred_log_np(probs: np.ndarray) -> np.ndarray:
+    logp = np.log(np.maximum(probs, 1e-12))
+    return logp - logp.mean(1, keepdims=True)
 
 
 def _centred_log(probs: torch.Tensor) -> torch.Tensor:
     """Log-probabilities minus their row mean: softmax-invariant, and it keeps the non-top classes visible.
 
-    Why (reconstruction, measured): on core points every well-trained model puts ~all mass on the same class,
-    so cosine on probabilities is ~1 for homologous models too; the owner's ranking of the *other* classes
-    there is idiosyncratic, and copies keep it while independently trained models do not.
+    Why (measured): on core points every well-trained model puts ~all mass on the same class, so the
+    owner's ranking of the *other* classes is what copies keep and independently trained models do not.
     """
     logp = probs.clamp_min(1e-12).log()
     return logp - logp.mean(1, keepdim=True)
