@@ -108,3 +108,28 @@ def test_softmax_api_gives_the_same_evidence_as_logits(tmp_path: object) -> None
     assert fp.verify(softmax_api).score == pytest.approx(by_logits, abs=0.05)
     loaded = fpr.load_fingerprint(fp.save(tmp_path / "fp"))  # type: ignore[operator]
     assert loaded.verify(ft).score == pytest.approx(by_logits)
+
+
+@pytest.mark.parametrize("name,blur", [("digits-mlp", 8), ("digits-gen", 4)])
+def test_function_copy_without_the_kinks_matches_on_response(name: str, blur: int) -> None:
+    """A copy that keeps the owner's function but blurs its kinks (what distillation does) still matches."""
+    sc = get_scenario(name)
+    owner = quick_owner(name, 0)
+    shape = (sc.latent_dim,) if sc.task == "generation" else None
+    fp = fpr.fingerprint(owner, method="tafa", task=sc.task, input_shape=shape, negatives=[], progress=False)
+    dim = int(fp.spec["input_shape"][0])
+    # 64 fixed offsets of norm ~3·blur·d around every input: the average is the owner's function seen
+    # through a blur much wider than the pair distance d, so its kinks no longer show inside a pair
+    eps = torch.randn(64, dim, generator=torch.Generator().manual_seed(0)) * 3 * blur * fp.info["d_abs"] / dim ** 0.5
+
+    def blurred(batch: np.ndarray) -> np.ndarray:
+        b = torch.as_tensor(batch)
+        with torch.no_grad():
+            out = owner((b[:, None, :] + eps[None]).reshape(-1, dim))
+        return out.reshape(len(b), len(eps), -1).mean(1).numpy()
+
+    copy_ = fp.verify(blurred)
+    other = fp.verify(quick_owner(name, 2))
+    assert copy_.evidence["kink_rate"] < 0.25  # the kink statistic alone misses this copy
+    assert copy_.score >= 0.75
+    assert copy_.score > other.score + 0.25

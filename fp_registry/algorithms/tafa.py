@@ -143,12 +143,12 @@ class TAFA(Method):
         # cos(Δ̂, Δ0) >= δ  <=>  Δ̂·u0 >= δ|Δ̂|, with u0 = Δ0/|Δ0| made once per fingerprint
         kink = np.einsum("ij,ij->i", d_hat, ref["unit"]) >= float(self.settings["delta"]) * n_hat
         kink &= (n_hat >= ref["lo"]) & (n_hat <= ref["hi"])
-        k_rate = np.count_nonzero(kink) / n
+        k_rate = int(np.count_nonzero(kink)) / n
         if "response" not in p:  # fingerprints made before the response statistic keep the kink-only score
             return k_rate, {"n_pairs": n, "kink_rate": k_rate, "match_rate": k_rate}
         same = self._same_response(fp.task, out, ref, n)
-        rate = np.count_nonzero(kink | same) / n
-        return rate, {"n_pairs": n, "kink_rate": k_rate, "response_rate": np.count_nonzero(same) / n,
+        rate = int(np.count_nonzero(kink | same)) / n
+        return rate, {"n_pairs": n, "kink_rate": k_rate, "response_rate": int(np.count_nonzero(same)) / n,
                       "match_rate": rate}
 
     def _reference(self, task: str, p: dict[str, torch.Tensor]) -> dict[str, Any]:
