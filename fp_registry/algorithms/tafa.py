@@ -33,8 +33,9 @@ class TAFA(Method):
     extraction, whose copies keep the owner's responses instead; why uniform anchors: models trained on the
     owner's data agree with it on the data, so only off-data responses tell a copy from an independent model.
     Other choices: ``d`` is relative to the mean anchor norm; classifier outputs are compared as class-centred
-    log-probabilities (a softmax API and a logit API give the same evidence); default d = 0.05 and
-    n_pairs = 256 from the calibration/train splits (tafa_curve.py for the d curve), never from test models.
+    log-probabilities (a softmax API and a logit API give the same evidence). Defaults come from the zoo's
+    train + calibration splits, never its test split: d = 0.05 has the best mean ARUC among the d whose ROC-AUC
+    is >= 0.98 on every scenario (`fpreg tafa-curve --zoo`); n_pairs = 256 beat 128 and 168 there.
     """
 
     name = "tafa"

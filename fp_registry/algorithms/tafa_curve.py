@@ -1,4 +1,4 @@
-"""ARUC / ROC-AUC of TAFA versus the pair distance d on a small held-out set of derived and independent models."""
+"""ARUC / ROC-AUC of TAFA versus the pair distance d: on a small held-out set, or on the zoo's non-test splits."""
 from __future__ import annotations
 
 import copy
@@ -72,6 +72,13 @@ def aruc(pos: list[float], neg: list[float], k: int = 1000) -> float:
     return total / k
 
 
+def _row(name: str, d: float, fp: Any, ps: list[float], ns: list[float]) -> dict[str, Any]:
+    tau = fp.threshold
+    return {"scenario": name, "d": d, "n_pairs": fp.info["n_pairs"], "roc_auc": roc_auc(ps, ns),
+            "aruc": aruc(ps, ns), "threshold": tau, "tpr": sum(p >= tau for p in ps) / len(ps),
+            "tnr": sum(n < tau for n in ns) / len(ns), "pos": ps, "neg": ns}
+
+
 def sweep(name: str, ds: list[float], seed: int = 0) -> list[dict[str, Any]]:
     """Fingerprint the seed-0 owner at each d, calibrate on CAL_SEEDS owners, score the held-out set."""
     import fp_registry as fpr
@@ -83,12 +90,30 @@ def sweep(name: str, ds: list[float], seed: int = 0) -> list[dict[str, Any]]:
     rows = []
     for d in ds:
         fp = fpr.fingerprint(owner, method="tafa", negatives=cal, seed=seed, progress=False, d=d, **kw)
-        ps = [fp.verify(m).score for _, m in pos]
-        ns = [fp.verify(m).score for _, m in neg]
-        tau = fp.threshold
-        rows.append({"scenario": name, "d": d, "n_pairs": fp.info["n_pairs"], "roc_auc": roc_auc(ps, ns),
-                     "aruc": aruc(ps, ns), "threshold": tau, "tpr": sum(p >= tau for p in ps) / len(ps),
-                     "tnr": sum(n < tau for n in ns) / len(ns), "pos": ps, "neg": ns})
+        rows.append(_row(name, d, fp, [fp.verify(m).score for _, m in pos], [fp.verify(m).score for _, m in neg]))
+    return rows
+
+
+def zoo_sweep(name: str, ds: list[float], seed: int = 0) -> list[dict[str, Any]]:
+    """The shared zoo's train + calibration splits (the ones `fpreg evaluate` builds; never its test split).
+
+    This is the curve the default d is chosen from, so choosing d never looks at a test-split model. τ, TPR
+    and TNR are in-sample here (τ calibrated on the same negatives); only ROC-AUC and ARUC are meant to be read.
+    """
+    import fp_registry as fpr
+    from fp_registry.methods import make_owner
+    from fp_registry.scenarios import get_scenario, owner_inputs, train_owner
+    from fp_registry.zoo.builder import build_zoo
+
+    model, kw = train_owner(name, seed), owner_inputs(name)
+    owner = make_owner(model, kw["task"], kw.get("data"), kw.get("labels"), kw.get("input_shape"))
+    zoo = build_zoo(owner, seed=seed, progress=False, name=name, alt_data=get_scenario(name).load_data().other)
+    pos = [z.model for s in ("train", "calibration") for z in zoo.split(s).positives]
+    neg = [z.model for s in ("train", "calibration") for z in zoo.split(s).negatives]
+    rows = []
+    for d in ds:
+        fp = fpr.fingerprint(model, method="tafa", negatives=neg, seed=seed, progress=False, d=d, **kw)
+        rows.append(_row(name, d, fp, [fp.verify(m).score for m in pos], [fp.verify(m).score for m in neg]))
     return rows
 
 
@@ -114,10 +139,11 @@ def plot(rows: list[dict[str, Any]], path: str | Path) -> None:
     plt.close(fig)
 
 
-def main(scenarios: list[str], ds: list[float], out: str | Path) -> list[dict[str, Any]]:
-    """Run the sweep, write ``<out>.png`` and ``<out>.json``, return the rows."""
+def main(scenarios: list[str], ds: list[float], out: str | Path, zoo: bool = False) -> list[dict[str, Any]]:
+    """Run the sweep (``zoo``: on the zoo's train + calibration splits), write ``<out>.png`` / ``.json``."""
     torch.set_num_threads(1)
-    rows = [r for sc in scenarios for r in sweep(sc, ds)]
+    run = zoo_sweep if zoo else sweep
+    rows = [r for sc in scenarios for r in run(sc, ds)]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     plot(rows, out.with_suffix(".png"))

@@ -24,11 +24,13 @@ def register_commands(cli: Any) -> None:
     @click.option("--d", "ds", default="0.002,0.005,0.01,0.02,0.05,0.1", show_default=True,
                   help="Comma-separated pair distances (relative to the mean anchor norm).")
     @click.option("--out", "-o", default="tafa_curve", show_default=True, help="Writes OUT.png and OUT.json.")
-    def tafa_curve(scenarios: tuple[str, ...], ds: str, out: str) -> None:
+    @click.option("--zoo", is_flag=True,
+                  help="Use the shared zoo's train + calibration splits (how the default d is chosen).")
+    def tafa_curve(scenarios: tuple[str, ...], ds: str, out: str, zoo: bool) -> None:
         """ARUC and ROC-AUC of TAFA versus the pair distance d on held-out derived/independent models."""
         from fp_registry.algorithms.tafa_curve import main
 
-        rows = main(list(scenarios), [float(v) for v in ds.split(",")], out)
+        rows = main(list(scenarios), [float(v) for v in ds.split(",")], out, zoo=zoo)
         for r in rows:
             click.echo(f"{r['scenario']:13s} d={r['d']:<7g} pairs={r['n_pairs']:<4d} ROC-AUC={r['roc_auc']:.3f} "
                        f"ARUC={r['aruc']:.3f} TPR={r['tpr']:.2f} TNR={r['tnr']:.2f} (tau={r['threshold']:.3f})")
