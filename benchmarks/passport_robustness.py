@@ -14,7 +14,8 @@ from torch.nn import functional as F
 
 import fp_registry as fpr
 from fp_registry.algorithms import passport_layers as pl
-from fp_registry.algorithms.passport import _accuracy, binomial_sf
+from fp_registry.algorithms.passport import _accuracy, encode_signature
+from fp_registry.errors import ArtifactError
 from fp_registry.nets import SmallCNN
 from fp_registry.scenarios import get_scenario, train_owner
 from fp_registry.training import fit
@@ -71,26 +72,43 @@ def fold_bn(model: SmallCNN) -> SmallCNN:
     return out.eval()
 
 
+#: the identity an ambiguity attacker claims; its bits are the hash encoding, like the owner's
+FORGER = "attacker-2026"
+
+
+def _start(groups: list[dict[str, torch.Tensor]], mode: str, gen: torch.Generator) -> list[tuple[torch.Tensor, ...]]:
+    if mode == "random":  # attack I: fresh passports, uniform in [-1, 1] like the owner's
+        return [(torch.rand(g["p_gamma"].shape, generator=gen) * 2 - 1,
+                 torch.rand(g["p_beta"].shape, generator=gen) * 2 - 1) for g in groups]
+    # attack II (paper): the owner's passports + 1e-3 noise, i.e. an attacker who holds the owner's key
+    return [(g["p_gamma"] + 1e-3 * torch.randn(g["p_gamma"].shape, generator=gen),
+             g["p_beta"] + 1e-3 * torch.randn(g["p_beta"].shape, generator=gen)) for g in groups]
+
+
+def _targets(groups: list[dict[str, torch.Tensor]], mode: str, gen: torch.Generator) -> list[torch.Tensor]:
+    if mode != "flip":  # the bits the forger must show for a claimable identity
+        return [encode_signature(FORGER, len(g["bits"]), i) for i, g in enumerate(groups)]
+    out = []  # the paper's attack II target: the owner's bits with 10 % flipped (no identity's encoding)
+    for g in groups:
+        b = g["bits"].clone()
+        idx = torch.randperm(len(b), generator=gen)[: max(1, len(b) // 10)]
+        b[idx] = -b[idx]
+        out.append(b)
+    return out
+
+
 def ambiguity(deployed: nn.Module, key: Any, x: torch.Tensor, y: torch.Tensor, mode: str, epochs: int = 5,
-              seed: int = 0) -> dict[str, float]:
-    """Attack I ('random'): fresh passports + MLP optimised on data. Attack II ('flip'): owner passports + noise,
-    fresh MLP, optimised towards the signature with 10 % of its bits flipped. Weights stay frozen."""
+              seed: int = 0) -> dict[str, Any]:
+    """Forge a key for ``deployed`` (weights frozen) and check it with the product's own verification.
+
+    'random' (attack I): fresh passports + MLP trained on data. 'flip' (attack II, paper): owner passports + noise,
+    fresh MLP, tuned towards the owner's bits with 10 % flipped. 'claim' (attack II towards an identity): the same,
+    tuned towards the encoding of another identity, the only bits a forger could claim under the hash encoding.
+    """
     gen = torch.Generator().manual_seed(seed)
     groups = [key.tensors[f"layer{i}"] for i in range(int(key.info["n_layers"]))]
-    if mode == "random":
-        pps = [(torch.rand(g["p_gamma"].shape, generator=gen) * 2 - 1,
-                torch.rand(g["p_beta"].shape, generator=gen) * 2 - 1) for g in groups]
-        targets = None
-    else:
-        pps = [(g["p_gamma"] + 1e-3 * torch.randn(g["p_gamma"].shape, generator=gen),
-                g["p_beta"] + 1e-3 * torch.randn(g["p_beta"].shape, generator=gen)) for g in groups]
-        targets = []
-        for g in groups:
-            b = g["bits"].clone()
-            idx = torch.randperm(len(b), generator=gen)[: max(1, len(b) // 10)]
-            b[idx] = -b[idx]
-            targets.append(b)
-    pps = [(a.clone().requires_grad_(True), b.clone().requires_grad_(True)) for a, b in pps]
+    pps = [(a.clone().requires_grad_(True), b.clone().requires_grad_(True)) for a, b in _start(groups, mode, gen)]
+    targets = _targets(groups, mode, gen)
     work, duals = pl.attach(deployed, pps)
     for p in work.parameters():
         p.requires_grad_(False)
@@ -105,21 +123,37 @@ def ambiguity(deployed: nn.Module, key: Any, x: torch.Tensor, y: torch.Tensor, m
         for s in range(0, len(x), 64):
             idx = perm[s:s + 64]
             loss = F.cross_entropy(work(x[idx]), y[idx])
-            if targets is not None:
+            if mode != "random":
                 loss = loss + sum(F.relu(0.1 - t * d.scales()[0]).sum() for d, t in zip(duals, targets))
             opt.zero_grad()
             loss.backward()
             opt.step()
-    hx, hy = key.tensors["heldout"]["x"], key.tensors["heldout"]["y"]
-    acc = _accuracy(work, hx, hy)
     with torch.no_grad():
         hits = torch.cat([(torch.sign(d.scales()[0]) == g["bits"]).float() for d, g in zip(duals, groups)])
+        hit_t = torch.cat([(torch.sign(d.scales()[0]) == t).float() for d, t in zip(duals, targets)])
         cos = torch.stack([F.cosine_similarity(d.p_gamma.flatten(), g["p_gamma"].flatten(), dim=0)
                            for d, g in zip(duals, groups)]).mean()
-        tgt = targets or [g["bits"] for g in groups]
-        hit_t = torch.cat([(torch.sign(d.scales()[0]) == t).float() for d, t in zip(duals, tgt)])
-    return {"forged_private_accuracy": acc, "forged_sign_vs_owner_bits": float(hits.mean()),
-            "forged_sign_vs_attack_target": float(hit_t.mean()), "passport_cosine_to_owner": float(cos)}
+    return {"forged_private_accuracy": _accuracy(work, key.tensors["heldout"]["x"], key.tensors["heldout"]["y"]),
+            "forged_sign_vs_owner_bits": float(hits.mean()), "forged_sign_vs_attack_target": float(hit_t.mean()),
+            "passport_cosine_to_owner": float(cos), **_forger_verdict(key, deployed, duals, targets, mode)}
+
+
+def _forger_verdict(key: Any, deployed: nn.Module, duals: list[Any], targets: list[torch.Tensor],
+                    mode: str) -> dict[str, Any]:
+    """Verify ``deployed`` with the forged key, as a forger would have to in a dispute."""
+    forged = copy.copy(key)
+    forged.info = dict(key.info, signature=key.info["signature"] if mode == "flip" else FORGER)
+    forged.tensors = {k: dict(g) for k, g in key.tensors.items()}
+    for i, d in enumerate(duals):
+        g = forged.tensors[f"layer{i}"]
+        g.update(p_gamma=d.p_gamma.detach().clone(), p_beta=d.p_beta.detach().clone(), bits=targets[i])
+        g.update({f"mlp.{k}": v.detach().clone() for k, v in d.mlp.state_dict().items()})
+        g.update({f"norm.{k}": v.detach().clone() for k, v in d.private.state_dict().items()})
+    try:
+        v = forged.verify(deployed)
+    except ArtifactError:
+        return {"forger_key": "rejected (bits are not the encoding of any signature)", "forger_match": False}
+    return {"forger_key": f"sign {v.score:.3f}, p {v.p_value:.2g}", "forger_match": bool(v.is_match)}
 
 
 def evaluate(key: Any, model: nn.Module, tx: torch.Tensor, ty: torch.Tensor) -> dict[str, Any]:
@@ -131,7 +165,37 @@ def evaluate(key: Any, model: nn.Module, tx: torch.Tensor, ty: torch.Tensor) -> 
             "layers_realigned": e.get("layers_realigned")}
 
 
-def run(epochs: int = 10, seed: int = 0) -> dict[str, Any]:
+def control(base: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int, epochs: int,
+            settings: dict[str, Any]) -> nn.Module:
+    """The owner trained exactly as protect trains it (same split, optimiser, schedule, epochs), minus the passport
+    branch, sign loss and trigger set: the "same model trained without protection" the 1-point goal compares to."""
+    from fp_registry.algorithms.passport import Passport
+
+    method = Passport(**{**settings, "epochs": epochs})
+    s = method.settings
+    gen = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(x), generator=gen)  # the same draw protect makes first
+    idx = perm[: int(len(x) * (1 - float(s["holdout"])))]
+    xs, ys = x[idx], y[idx]
+    model = copy.deepcopy(base)
+    opt = method._optimizer(model)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs)) if s["schedule"] == "cosine" else None
+    order = torch.Generator().manual_seed(seed + 1)
+    model.train()
+    for _ in range(epochs):
+        p = torch.randperm(len(xs), generator=order)
+        for start in range(0, len(xs), int(s["batch_size"])):
+            b = p[start:start + int(s["batch_size"])]
+            loss = F.cross_entropy(model(xs[b]), ys[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        if sched is not None:
+            sched.step()
+    return model.eval()
+
+
+def run(epochs: int = 10, seed: int = 0, settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """Protect the digits-cnn owner and evaluate every attack on the attacker's disjoint data."""
     ds = get_scenario("digits-cnn").load_data()
     x, y = ds.owner
@@ -139,8 +203,11 @@ def run(epochs: int = 10, seed: int = 0) -> dict[str, Any]:
     cut = len(ax) // 2  # attacker trains on one half, everything is tested on the other
     trx, tr_y, tx, ty = ax[:cut], ay[:cut], ax[cut:], ay[cut:]
     base = train_owner("digits-cnn", seed=seed)
-    dep, key = fpr.protect(base, method="passport", data=x, labels=y, seed=seed, epochs=epochs, progress=False)
-    rows: dict[str, Any] = {"unprotected (same model, no watermark)": {"deployment_accuracy": _accuracy(base, tx, ty)}}
+    dep, key = fpr.protect(base, method="passport", data=x, labels=y, seed=seed, epochs=epochs, progress=False,
+                           **(settings or {}))
+    same = control(base, x.reshape(len(x), 1, 8, 8), y, seed, epochs, settings or {})
+    rows: dict[str, Any] = {"unprotected (same model, no watermark)": {"deployment_accuracy": _accuracy(base, tx, ty)},
+                            "unprotected, same training as protect": {"deployment_accuracy": _accuracy(same, tx, ty)}}
     attacks: dict[str, Callable[[], nn.Module]] = {
         "none": lambda: dep,
         "fine-tune 10 ep": lambda: fit(copy.deepcopy(dep), "classification", trx, tr_y, epochs=10, seed=1),
@@ -151,7 +218,7 @@ def run(epochs: int = 10, seed: int = 0) -> dict[str, Any]:
     attacks.update({f"prune {int(f * 100)}%": (lambda f=f: prune(dep, f)) for f in [i / 10 for i in range(10)]})
     for name, make in attacks.items():
         rows[name] = evaluate(key, make(), tx, ty)
-    amb = {m: ambiguity(dep, key, trx, tr_y, m, seed=seed) for m in ("random", "flip")}
+    amb = {m: ambiguity(dep, key, trx, tr_y, m, seed=seed) for m in ("random", "flip", "claim")}
     return {"date": dt.date.today().isoformat(), "epochs": epochs, "seed": seed, "n_bits": key.info["n_bits"],
             "key_info": {k: key.info[k] for k in ("private_accuracy", "deployment_accuracy")},
             "attacks": rows, "ambiguity": amb}
@@ -163,8 +230,8 @@ def to_markdown(res: dict[str, Any]) -> str:
     cols = ["deployment_accuracy", "sign_detection", "p_value", "private_accuracy", "trigger_accuracy", "is_match"]
     lines = ["| attack | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]
     lines += [f"| {k} | " + " | ".join(f(r.get(c)) for c in cols) + " |" for k, r in res["attacks"].items()]
-    lines += ["", "| ambiguity attack | forged private acc | sign vs owner bits | sign vs attack target | passport cosine |",
-              "|---|---|---|---|---|"]
+    lines += ["", "| ambiguity attack | forged private acc | sign vs owner bits | sign vs attack target "
+              "| passport cosine | forger's key | forger match |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {k} | " + " | ".join(f(v) for v in r.values()) + " |" for k, r in res["ambiguity"].items()]
     return "\n".join(lines) + "\n"
 
@@ -174,9 +241,14 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="passport_robustness")
+    ap.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                    help="a passport setting for protect, e.g. --set margin=0.05 (numbers are parsed as floats)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    res = run(args.epochs, args.seed)
+    settings = {k: (float(v) if v.replace(".", "", 1).replace("e-", "", 1).isdigit() else v)
+                for k, v in (item.split("=", 1) for item in args.settings)}
+    res = run(args.epochs, args.seed, settings)
+    res["settings"] = settings
     Path(f"{args.out}.json").write_text(json.dumps(res, indent=2))
     Path(f"{args.out}.md").write_text(to_markdown(res))
     print(to_markdown(res))

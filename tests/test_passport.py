@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import fp_registry as fpr
-from fp_registry.algorithms.passport import binomial_sf, decode_signature, encode_signature
+from fp_registry.algorithms.passport import binomial_sf, encode_signature
+from fp_registry.errors import ArtifactError
 from fp_registry.nets import SmallCNN
 from fp_registry.training import fit
 
@@ -35,11 +36,32 @@ def protected() -> dict[str, Any]:
     return {"base": base, "deployed": deployed, "key": key, "x": x, "y": y}
 
 
-def test_signature_round_trip() -> None:
+def test_signature_encoding_is_a_hash_of_the_text() -> None:
     bits = encode_signature("owner-2026", 96)
-    assert set(bits.tolist()) <= {-1.0, 1.0}
-    assert decode_signature(bits, 10) == "owner-2026"
-    assert decode_signature(encode_signature("ab", 32), 4) == "abab"  # repeated to fill the channels
+    assert set(bits.tolist()) <= {-1.0, 1.0} and torch.equal(bits, encode_signature("owner-2026", 96))
+    assert torch.equal(encode_signature("owner-2026", 32), bits[:32])  # a prefix, whatever the layer width
+    # any other identity, even one character away, differs in about half of the bits (not in one, as with ASCII)
+    for other in ("owner-2027", "Owner-2026", "attacker-2026"):
+        assert 0.3 < float((encode_signature(other, 96) != bits).float().mean()) < 0.7
+    assert 0.3 < float((encode_signature("owner-2026", 96, layer=1) != bits).float().mean()) < 0.7
+    with pytest.raises(ValueError):
+        encode_signature("", 8)
+
+
+def test_key_whose_bits_are_not_its_signature_is_rejected(protected: dict[str, Any]) -> None:
+    key = protected["key"]
+    assert key.verify(protected["deployed"]).evidence["signature_bound"] is True
+    forged = copy.copy(key)
+    forged.tensors = {k: dict(g) for k, g in key.tensors.items()}
+    bits = forged.tensors["layer0"]["bits"].clone()
+    bits[:2] = -bits[:2]  # ambiguity attack II's target: the owner's bits with a few flipped
+    forged.tensors["layer0"]["bits"] = bits
+    with pytest.raises(ArtifactError, match="not the encoding of its signature"):
+        forged.verify(protected["deployed"])
+    claimed = copy.copy(key)
+    claimed.info = dict(key.info, signature="attacker-2026")  # the owner's bits claimed under another identity
+    with pytest.raises(ArtifactError):
+        claimed.verify(protected["deployed"])
 
 
 def test_binomial_tail() -> None:

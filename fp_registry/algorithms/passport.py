@@ -1,6 +1,7 @@
 """Passport-aware Normalization watermark (NeurIPS 2020): private passport branch trained jointly, then detached."""
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Any
 
@@ -9,23 +10,42 @@ from torch import nn
 from torch.nn import functional as F
 
 from fp_registry.algorithms import passport_layers as pl
-from fp_registry.errors import NotApplicableError
+from fp_registry.errors import ArtifactError, NotApplicableError
 from fp_registry.methods import Built, Method, Owner
 
 
-def encode_signature(text: str, n_bits: int) -> torch.Tensor:
-    """ASCII signature -> {-1, +1} bits, 8 bits per char (MSB first), repeated to ``n_bits``."""
-    raw = [(byte >> (7 - k)) & 1 for byte in text.encode("ascii") for k in range(8)]
-    if not raw:
+#: how a signature text becomes bits; stored in the key so verification can recompute (and check) them
+SIGNATURE_ENCODING = "shake256"
+
+
+def encode_signature(text: str, n_bits: int, layer: int = 0) -> torch.Tensor:
+    """Signature text -> {-1, +1} bits of one layer: the SHAKE-256 expansion of (layer, text).
+
+    Why a hash and not the text's ASCII bits: with ASCII, "owner-2027" is one bit away from "owner-2026", so an
+    ambiguity attack that tunes forged passports towards a few flipped bits would also land on a claimable
+    identity; under a hash every other identity differs in about half of the bits.
+    """
+    if not text:
         raise ValueError("empty signature")
-    bits = torch.tensor([raw[i % len(raw)] for i in range(n_bits)], dtype=torch.float32)
-    return bits * 2 - 1
+    digest = hashlib.shake_256(f"fp-registry/passport/{layer}/{text}".encode("utf-8")).digest((n_bits + 7) // 8)
+    bits = [(digest[i // 8] >> (7 - i % 8)) & 1 for i in range(n_bits)]
+    return torch.tensor(bits, dtype=torch.float32) * 2 - 1
 
 
-def decode_signature(bits: torch.Tensor, n_chars: int) -> str:
-    """Inverse of :func:`encode_signature` for the first ``n_chars`` characters."""
-    b = (bits[: 8 * n_chars] > 0).long().view(n_chars, 8)
-    return bytes(int(sum(int(v) << (7 - k) for k, v in enumerate(row))) for row in b).decode("ascii", "replace")
+def check_signature_binding(fp: Any) -> bool:
+    """True when the key's bits are the encoding of its signature; an error when they are not (forged or edited key).
+
+    Keys made without a signature (random bits) or before the encoding was recorded are not bound: False.
+    """
+    text, encoding = fp.info.get("signature"), fp.info.get("signature_encoding")
+    if not text or encoding != SIGNATURE_ENCODING:
+        return False
+    for i in range(int(fp.info["n_layers"])):
+        bits = fp.tensors[f"layer{i}"]["bits"]
+        if not torch.equal(bits, encode_signature(text, len(bits), i)):
+            raise ArtifactError(f"passport key layer {i}: its signature bits are not the encoding of its "
+                                "signature text (a forged or edited key)")
+    return True
 
 
 def binomial_sf(k: int, n: int, p: float = 0.5) -> float:
@@ -38,6 +58,8 @@ class Passport(Method):
 
     The deployed model is the public branch only; the key keeps passports, the MLP, the private norm statistics,
     the signature bits and a trigger set. White-box verification reads sign(mean(Wc * p_gamma)) per channel.
+    Our addition: the bits are a hash of the signature text (:func:`encode_signature`) and verification refuses a
+    key whose bits are not that hash, so a forger cannot claim bits tuned to sit a few flips from the owner's.
     """
 
     name = "passport"
@@ -81,7 +103,7 @@ class Passport(Method):
         shapes = pl.layer_inputs(model, x[:2])
         passports = [(torch.rand(1, *shapes[p.conv_index], generator=gen) * 2 - 1,
                       torch.rand(1, *shapes[p.conv_index], generator=gen) * 2 - 1) for p in pairs]
-        bits = [self._bits(signature, p.conv.out_channels, gen) for p in pairs]
+        bits = [self._bits(signature, p.conv.out_channels, i, gen) for i, p in enumerate(pairs)]
         trig = self._trigger(owner, gen) if trigger_set else None
         work, duals = pl.attach(model, passports)
         self._train(work, duals, bits, x[train_idx], y[train_idx], trig, seed)
@@ -92,9 +114,9 @@ class Passport(Method):
         return deployed, built
 
     @staticmethod
-    def _bits(signature: str | None, channels: int, gen: torch.Generator) -> torch.Tensor:
+    def _bits(signature: str | None, channels: int, layer: int, gen: torch.Generator) -> torch.Tensor:
         if signature:
-            return encode_signature(signature, channels)
+            return encode_signature(signature, channels, layer)
         return torch.randint(0, 2, (channels,), generator=gen).float() * 2 - 1
 
     def _trigger(self, owner: Owner, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -166,7 +188,8 @@ class Passport(Method):
         pl.set_mode(duals, 0)
         info = {"threshold": self.default_threshold, "n_layers": len(pairs),
                 "conv_indices": [p.conv_index for p in pairs], "n_bits": int(sum(len(b) for b in bits)),
-                "signature_chars": len(signature) if signature else 0, "private_accuracy": private_acc,
+                "signature": signature or "", "signature_encoding": SIGNATURE_ENCODING if signature else "random",
+                "private_accuracy": private_acc,
                 "n_classes": owner.output_dim}
         return Built(tensors, info)
 
@@ -183,6 +206,7 @@ class Passport(Method):
             evidence["mode"] = "black-box"
             evidence["p_value"] = evidence["trigger_p_value"]
             return evidence["trigger_accuracy"], evidence
+        evidence["signature_bound"] = check_signature_binding(fp)
         evidence.update(sign_read_out(fp, convs))
         evidence["mode"] = "white-box"
         evidence["private_accuracy"] = _private_accuracy(fp, module)
