@@ -167,8 +167,8 @@ class TAFA(Method):
             r, n = p["response"].float().numpy(), len(d0)
             slope0 = r[n:2 * n] - r[2 * n:]
             ref.update(response=r, top1=r.argmax(1), slope0=slope0,
-                       value_lim=float(self.settings["response_tol"]) * float(p["scale"]),
-                       slope_lim=float(self.settings["slope_tol"]) * np.linalg.norm(slope0, axis=1))
+                       value_lim2=(float(self.settings["response_tol"]) * float(p["scale"])) ** 2,
+                       slope_lim2=float(self.settings["slope_tol"]) ** 2 * np.einsum("ij,ij->i", slope0, slope0))
         return ref
 
     @staticmethod
@@ -182,9 +182,10 @@ class TAFA(Method):
         """
         if task == "classification":
             return (out.argmax(1) == ref["top1"]).reshape(3, n).all(0)
-        close = (np.linalg.norm(out - ref["response"], axis=1) < ref["value_lim"]).reshape(3, n).all(0)
-        slope = out[n:2 * n] - out[2 * n:]
-        return close & (np.linalg.norm(slope - ref["slope0"], axis=1) <= ref["slope_lim"])
+        err = out - ref["response"]  # squared norms by einsum: no sqrt, no temporaries beyond err
+        close = (np.einsum("ij,ij->i", err, err) < ref["value_lim2"]).reshape(3, n).all(0)
+        slope_err = err[n:2 * n] - err[2 * n:]  # = slope(f̂) - slope(f0)
+        return close & (np.einsum("ij,ij->i", slope_err, slope_err) <= ref["slope_lim2"])
 
 
 def kink_of(task: str, out: np.ndarray, n: int) -> np.ndarray:
