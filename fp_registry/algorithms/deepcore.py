@@ -46,7 +46,7 @@ class DeepCore(Method):
     fidelity = "reconstructed from the abstract (methods.md §4.2); no public code"
     defaults: dict[str, Any] = {"similarity": "label", "soft_space": "prob", "n_points": 100, "n_candidates": 500,
                                 "gamma": 0.999, "seeds": "noise", "target": "other", "steps": 30, "lr": 0.01,
-                                "eps": 0.02, "references": 2, "reference_epochs": 10}
+                                "eps": 0.02, "references": 4, "reference_epochs": 10}
     default_threshold = 0.5
 
     def __init__(self, **settings: Any) -> None:
