@@ -105,7 +105,9 @@ def make_owner(model: Any, task: str, data: Any = None, labels: Any = None,
 
 
 def takes_tokens(model: Any) -> bool:
-    """True for models whose inputs are token ids: a vocabulary in their config, or an embedding first."""
+    """True for models whose inputs are token ids: declared, a vocabulary in their config, or an embedding first."""
+    if getattr(model, "input_kind", None) is not None:  # e.g. a loaded pt2 program knows its input dtype
+        return model.input_kind == "int64"
     config = getattr(model, "config", None)
     vocab = config.get("vocab_size") if isinstance(config, dict) else getattr(config, "vocab_size", None)
     if vocab is not None:
@@ -113,7 +115,7 @@ def takes_tokens(model: Any) -> bool:
     if isinstance(model, nn.Module):
         first = next((m for m in model.modules() if not list(m.children())), None)
         return isinstance(first, nn.Embedding)
-    return getattr(model, "input_kind", None) == "int64"  # a black-box callable may declare it
+    return False
 
 
 def _module_input_shape(model: Any) -> tuple[int, ...] | None:

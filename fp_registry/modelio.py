@@ -106,17 +106,27 @@ def load_pt2(path: Path) -> nn.Module:
     except Exception as exc:  # torch raises many types for a corrupt archive
         raise ModelLoadError(f"{path.name} is not a valid torch.export program: {exc.__class__.__name__}") from exc
     batch = static_batch_size(program)
-    return program.module() if batch is None else FixedBatch(program.module(), batch)
+    module = program.module() if batch is None else FixedBatch(program.module(), batch)
+    dtype = getattr(_first_input(program), "dtype", None)
+    if dtype is not None and not dtype.is_floating_point:
+        module.input_kind = "int64"  # token ids: a program has no config or embedding to tell it by
+    return module
+
+
+def _first_input(program: Any) -> Any:
+    """The example value (shape, dtype) the program's first user input was exported with, or None."""
+    names = list(program.graph_signature.user_inputs)
+    for node in program.graph.nodes:
+        if node.op == "placeholder" and names and node.name == names[0]:
+            return node.meta.get("val")
+    return None
 
 
 def static_batch_size(program: Any) -> int | None:
     """The batch size a program was exported with if its first input's batch dimension is fixed, else None."""
-    names = list(program.graph_signature.user_inputs)
-    for node in program.graph.nodes:
-        if node.op == "placeholder" and names and node.name == names[0]:
-            shape = getattr(node.meta.get("val"), "shape", None)
-            if shape is not None and len(shape) and isinstance(shape[0], int):
-                return int(shape[0])
+    shape = getattr(_first_input(program), "shape", None)
+    if shape is not None and len(shape) and isinstance(shape[0], int):
+        return int(shape[0])
     return None
 
 

@@ -77,10 +77,10 @@ def io_spec(config: dict[str, Any]) -> dict[str, Any]:
         return {"in": ch * side * side, "out": kw.get("n_classes"), "kind": "float32"}
     if arch == "generator":
         return {"in": kw.get("latent_dim"), "out": kw.get("out_features"), "kind": "float32"}
-    if "model_type" in config:  # a transformers model: token ids in, num_labels (or hidden states) out
+    if "model_type" in config:  # a transformers model: token ids (int64, like fingerprints) in, num_labels out
         labels = config.get("id2label")
         return {"in": None, "out": len(labels) if isinstance(labels, dict) else config.get("num_labels"),
-                "kind": "tokens" if config.get("vocab_size") else None}
+                "kind": "int64" if config.get("vocab_size") else None}
     return {"in": None, "out": None, "kind": None}
 
 
