@@ -10,6 +10,7 @@ from torch import nn
 
 from fp_registry.algorithms.relu_boundary import (
     check_relu_network, neuron_value_and_grad, preactivations, project_to_boundary)
+from fp_registry.errors import UsageError
 from fp_registry.methods import Built, Method, Owner
 
 
@@ -91,6 +92,8 @@ class TAFA(Method):
 
     def _anchors(self, owner: Owner, n: int, gen: torch.Generator) -> torch.Tensor:
         """U(X) over the owner's input range (``anchors="domain"``) or owner rows ("data"); else N(0, 1)."""
+        if self.settings["anchors"] not in ("domain", "data"):
+            raise UsageError(f"unknown TAFA anchors {self.settings['anchors']!r}", "use anchors=domain or data")
         if self.settings["use_data"] and owner.data is not None and owner.task != "generation":
             if self.settings["anchors"] == "data" or owner.domain is None:
                 return owner.sample_inputs(n, gen)
