@@ -103,3 +103,26 @@ def test_save_load_round_trip(models: dict, digits: dict, tmp_path: Any) -> None
     for name in ("tuned", "hom3"):
         a, b = fp.verify(models[name]), back.verify(models[name])
         assert (a.score, a.threshold, a.is_match) == (b.score, b.threshold, b.is_match)
+
+
+def test_audit_command_clusters_a_batch(models: dict, digits: dict, tmp_path: Any) -> None:
+    """`fpreg audit --cluster` over saved models: per-suspect verdicts plus the batch's owner cluster."""
+    import json
+
+    from click.testing import CliRunner
+
+    from fp_registry.cli import _load_plugin_commands, cli
+    from fp_registry.modelio import save_model
+
+    _load_plugin_commands()
+    fp = fpr.fingerprint(models["owner"], method="deepcore", n_points=40, n_candidates=200, progress=False,
+                         zoo=small_zoo(models, ("hom1",), ("hom2", "copy")), **digits)
+    fp.save(tmp_path / "fp")
+    paths = {n: str(save_model(models[n], tmp_path / n)) for n in ("tuned", "hom3", "hom4", "hom2")}
+    args = ["audit", str(tmp_path / "fp"), paths["tuned"], paths["hom3"], paths["hom4"], "--cluster",
+            "--reference", paths["hom2"], "--json"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1, result.output  # a match was found
+    out = json.loads(result.output)
+    assert [v["is_match"] for v in out["verdicts"]] == [True, False, False]
+    assert out["cluster"]["in_owner_cluster"] == {paths["tuned"]: True, paths["hom3"]: False, paths["hom4"]: False}
