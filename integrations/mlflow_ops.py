@@ -60,19 +60,23 @@ def unchecked_versions(backend: MlflowBackend) -> list[tuple[str, str]]:
     return sorted(out)
 
 
-def auto_protect_method(backend: MlflowBackend, name: str) -> str | None:
-    """The method named by the registered model's ``fp_registry.protect`` tag, if any."""
+def auto_protect(backend: MlflowBackend, name: str) -> tuple[str | None, str | None]:
+    """(method, scenario) from the registered model's ``fp_registry.protect`` / ``fp_registry.scenario`` tags."""
     rm = backend._call("get_registered_model", backend.client.get_registered_model, name)
-    return (dict(rm.tags).get(TAG + "protect") or None) if rm is not None else None
+    tags = dict(rm.tags) if rm is not None else {}
+    return tags.get(TAG + "protect") or None, tags.get(TAG + "scenario") or None
 
 
 def process_version(backend: MlflowBackend, name: str, version: str, config: dict[str, Any] | None = None,
                     event: UploadEvent | None = None) -> list[Verdict]:
     """What the worker does for a new version: protect it if its model asks for that, otherwise check it."""
     cfg = config or {}
-    method = auto_protect_method(backend, name)
+    method, scenario = auto_protect(backend, name)
     if method:
-        entry = protect_version(backend, name, version, method=method, scenario=cfg.get("scenario", "digits-mlp"))
+        # the model's own scenario tag wins: one worker serves owners of different tasks and input kinds
+        scenario = scenario or cfg.get("scenario", "digits-mlp")
+        entry = protect_version(backend, name, version, method=method, scenario=scenario,
+                                n_negatives=int(cfg.get("n_negatives", 9)))
         v = Verdict.skipped(f"protected with {method}", method=method, entry_id=entry.entry_id,
                             suspect=f"models:/{name}/{version}")
         tags = {k: val for k, val in verdict_tags(v, None).items() if k.endswith(("verdict", "checked_at"))}

@@ -92,3 +92,24 @@ def test_hub_scan_flags_the_transformers_copy(tmp_path_factory, models: dict[str
     assert rows["other/text-indep"]["status"] == ("match" if indep.is_match else "clean"), rows["other/text-indep"]
     assert rows["acme/text-owner"]["status"] == "skipped"
     assert report.exit_code() == 1
+
+
+def test_worker_protects_a_text_owner_named_by_its_tags(server: str, models: dict[str, Any],
+                                                        protected: dict[str, Any]) -> None:
+    """The worker's path: a registered model tagged protect=textprobe, scenario=text-bert gets a token fingerprint."""
+    import mlflow
+
+    from fp_registry.integrations.mlflow_ops import process_version
+    from fp_registry.scenarios import owner_inputs
+
+    c = mlflow.MlflowClient(server)
+    c.create_registered_model("text-auto", tags={"fp_registry.protect": "textprobe",
+                                                 "fp_registry.scenario": "text-bert"})
+    version = register_model_version(server, "text-auto", models["owner"], owner_inputs("text-bert")["data"])
+    backend = protected["backend"]
+    [v] = process_version(backend, "text-auto", version, config={"n_negatives": 5})  # negatives cached above
+    assert v.status == "skipped" and "textprobe" in v.evidence["reason"]
+    tags = c.get_model_version("text-auto", version).tags
+    assert tags["fp_registry.protected"] == "true" and tags["fp_registry.method"] == "textprobe"
+    [entry] = [e for e in backend.entries() if e.model_uri == f"models:/text-auto/{version}"]
+    assert backend.load(entry).spec["input_kind"] == "int64"
