@@ -29,7 +29,10 @@ class TAFA(Method):
     reproduces the kink, cos(Δ_i(f̂), Δ_i(f0)) >= δ and η'·|Δ_i(f0)| <= |Δ_i(f̂)| <= |Δ_i(f0)|/η', OR the
     response: the same top-1 class at all three points (classification), or outputs within ``response_tol``
     of the owner's spread at all three and a first difference f(x+) - f(x-) within ``slope_tol`` of the
-    owner's (regression, generation). The score is the fraction of matching pairs. Why the OR: the kink
+    owner's (regression, generation). The score is the fraction of matching pairs; for classifiers it is
+    chance-corrected like Cohen's kappa, (rate - p_e) / (1 - p_e) clipped to [0, 1], with p_e = sum_c q_c^2 and
+    q the owner's top-1 class frequencies over the pairs (a monotone map: ranking and ROC-AUC unchanged; on
+    uniform-noise anchors a classifier predicts a few classes, so raw agreement says little). Why the OR: the kink
     survives fine-tuning, pruning, noise and quantisation (the weights stay close) but not distillation or
     extraction, whose copies keep the owner's responses instead; why uniform anchors: models trained on the
     owner's data agree with it on the data, so only off-data responses tell a copy from an independent model.
@@ -47,7 +50,7 @@ class TAFA(Method):
     defaults: dict[str, Any] = {"n_pairs": 256, "d": 0.05, "delta": 0.8, "eta": 0.25, "strict": False,
                                 "two_sided": True, "newton_steps": 20, "oversample": 4, "use_data": True,
                                 "anchors": "domain", "response": True, "response_tol": 0.3,
-                                "slope_tol": 0.5}
+                                "slope_tol": 0.5, "chance_correct": True}
     default_threshold = 0.5
 
     def check_owner(self, owner: Owner) -> None:
@@ -152,8 +155,13 @@ class TAFA(Method):
             return k_rate, {"n_pairs": n, "kink_rate": k_rate, "match_rate": k_rate}
         same = self._same_response(fp.task, out, ref, n)
         rate = int(np.count_nonzero(kink | same)) / n
-        return rate, {"n_pairs": n, "kink_rate": k_rate, "response_rate": int(np.count_nonzero(same)) / n,
-                      "match_rate": rate}
+        evidence = {"n_pairs": n, "kink_rate": k_rate, "response_rate": int(np.count_nonzero(same)) / n,
+                    "match_rate": rate}
+        chance = ref.get("chance", 0.0) if self.settings["chance_correct"] else 0.0
+        if chance > 0:  # Cohen's kappa: agreement beyond what the owner's class frequencies give by chance
+            evidence["chance"] = chance
+            return min(1.0, max(0.0, (rate - chance) / max(1.0 - chance, 1e-3))), evidence
+        return rate, evidence
 
     def _reference(self, task: str, p: dict[str, torch.Tensor]) -> dict[str, Any]:
         """Everything score() derives from the fingerprint alone, made once (queries, unit kinks, bounds)."""
@@ -169,7 +177,11 @@ class TAFA(Method):
         if "response" in p:
             r, n = p["response"].float().numpy(), len(d0)
             slope0 = r[n:2 * n] - r[2 * n:]
-            ref.update(response=r, top1=r.argmax(1), slope0=slope0,
+            top1 = r.argmax(1)
+            if task == "classification":  # an unrelated classifier with the owner's class frequencies agrees
+                q = np.bincount(top1[:n], minlength=r.shape[1]) / n  # on a pair with probability sum q_c^2
+                ref["chance"] = float(np.square(q).sum())
+            ref.update(response=r, top1=top1, slope0=slope0,
                        value_lim2=(float(self.settings["response_tol"]) * float(p["scale"])) ** 2,
                        slope_lim2=float(self.settings["slope_tol"]) ** 2 * np.einsum("ij,ij->i", slope0, slope0))
         return ref
