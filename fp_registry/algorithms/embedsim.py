@@ -78,7 +78,8 @@ class EmbedSim(Method):
         if out.ndim < 2 or out.reshape(len(out), -1).shape[1] < 2:
             raise ShapeMismatchError(f"suspect {suspect.name} returns a scalar per input, not an embedding")
         r = _offdiag_corr(_cosine_matrix(out), probes["sim"])
-        return max(r, 0.0), {"sim_corr": r, "n_points": len(out), "suspect_dim": int(out.reshape(len(out), -1).shape[1])}
+        width = int(out.reshape(len(out), -1).shape[1])
+        return max(r, 0.0), {"sim_corr": r, "n_points": len(out), "suspect_dim": width}
 
 
 def _salad(rows: torch.Tensor, data: torch.Tensor, keep_ends: bool, gen: torch.Generator) -> None:
