@@ -37,10 +37,13 @@ class DeepCore(Method):
       calibrated on independent models (calibration split). Clustering: :mod:`fp_registry.algorithms.clustering`.
 
     One recipe for every scenario; its values were chosen on digits-mlp and digits-cnn (README, DeepCore section).
+    Deviation from the paper's premise, measured there: the kept points are NOT far from the boundary (with
+    ``eps=0.02`` few reach ``gamma``; the owner's mean top-1 probability on them is ~0.6-0.7), and pushing them to
+    higher confidence (``target="own"`` with larger ``eps``) separated copies from homologous models *worse*.
     """
 
     name = "deepcore"
-    summary = "high-confidence core points + label or soft similarity (piracy vs homologous models)"
+    summary = "confidence-optimised core points that homologous models disagree on + label or soft similarity"
     tasks = ("classification",)
     zoo_use = "calibrate"
     fidelity = "reconstructed from the abstract (methods.md §4.2); no public code"
