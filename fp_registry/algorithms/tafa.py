@@ -142,7 +142,10 @@ class TAFA(Method):
         n = len(p["delta"])
         if n == 0:
             return 0.0, {"n_pairs": 0, "note": "fingerprint holds no pairs"}
-        ref = fp.prepared("tafa.reference", lambda: self._reference(fp.task, p))
+        # keyed by the settings it depends on, so editing fp.settings never reuses stale bounds
+        key = "tafa.reference:" + ":".join(str(self.settings[k]) for k in ("eta", "two_sided", "response_tol",
+                                                                           "slope_tol"))
+        ref = fp.prepared(key, lambda: self._reference(fp.task, p))
         # numpy on the outputs' own memory: a few dozen tiny torch ops cost more than the suspect's forward
         out = suspect.outputs(ref["x"], fp.task, int(fp.spec["output_dim"])).numpy()
         d_hat = kink_of(fp.task, out, n)
