@@ -32,7 +32,7 @@ class Settings:
     """Everything configurable, in one frozen object (never mutated in place)."""
 
     target_fpr: float = 0.01
-    batch_size: int = 512
+    batch_size: int = 1024
     debug: bool = False
     plugins: dict[str, dict[str, Any]] = field(default_factory=dict)
 

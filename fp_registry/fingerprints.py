@@ -66,7 +66,7 @@ class Fingerprint:
             self._prepared[key] = make()
         return self._prepared[key]
 
-    def verify(self, suspect: Any, *, batch_size: int = 512, allow_pickle: bool = False) -> Verdict:
+    def verify(self, suspect: Any, *, batch_size: int = 1024, allow_pickle: bool = False) -> Verdict:
         """Query ``suspect`` (module, callable or URI) and return a calibrated verdict.
 
         ``Verdict.seconds`` covers the whole check after the suspect is loaded: queries, score, p-value.

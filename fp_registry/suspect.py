@@ -14,7 +14,7 @@ from .tasks import canonicalize, canonicalize_labels
 class Suspect:
     """A model under audit; only its outputs are used unless a method asks for ``module`` (white box)."""
 
-    def __init__(self, model: Any, name: str = "", batch_size: int = 512, allow_pickle: bool = False,
+    def __init__(self, model: Any, name: str = "", batch_size: int = 1024, allow_pickle: bool = False,
                  load_config: dict[str, Any] | None = None) -> None:
         if isinstance(model, Suspect):
             model, name = model.model, name or model.name
