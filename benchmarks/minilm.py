@@ -1,6 +1,6 @@
 """MiniLM benchmark: black-box embedding geometry, CKA and weight Grams on derivatives vs from-scratch independents.
 
-Usage: .venv/bin/python benchmarks/minilm.py [--build-only] [--ft-steps 100] [--scratch-steps 80]
+Usage: .venv/bin/python benchmarks/minilm.py [--build-only] [--stress] [--ft-steps 100] [--scratch-steps 80]
 Models are cached (safetensors) under FP_REGISTRY_CACHE/minilm; the first run trains ~10 small models on CPU.
 """
 from __future__ import annotations
@@ -33,8 +33,8 @@ class Entry:
     cacheable: bool = True  # dynamic-int8 modules are rebuilt from their cached float parent instead
 
 
-def plan(owner: M.SentenceEncoder, pairs: Any, ft: int, sc: int) -> list[Entry]:
-    """Calibration and test suspects with disjoint seeds and settings."""
+def plan(owner: M.SentenceEncoder, pairs: Any, ft: int, sc: int, stress: bool = False) -> list[Entry]:
+    """Calibration and test suspects with disjoint seeds and settings; ``stress`` adds 3x longer fine-tunes."""
     def tuned(seed: int, lr: float) -> Callable[[], M.SentenceEncoder]:
         return lambda: M.cached_encoder(f"finetune(seed={seed},lr={lr},steps={ft})",
                                         lambda: M.finetuned(owner, pairs, seed, ft, lr))
@@ -44,6 +44,13 @@ def plan(owner: M.SentenceEncoder, pairs: Any, ft: int, sc: int) -> list[Entry]:
         key = f"scratch(seed={seed},{'small' if small else 'same'},steps={steps})"
         return lambda: M.cached_encoder(key, lambda: M.independent(pairs, seed, steps, **over))
 
+    def distil(seed: int, steps: int) -> Callable[[], M.SentenceEncoder]:
+        return lambda: M.cached_encoder(f"distill(seed={seed},small,steps={steps})",
+                                        lambda: M.distilled(owner, pairs, seed, steps, **SMALL))
+
+    extra = [Entry(f"finetune(s=23,lr=1e-4,steps={3 * ft})", "finetune-long", True, "test",
+                   lambda: M.cached_encoder(f"finetune(seed=23,lr=0.0001,steps={3 * ft})",
+                                            lambda: M.finetuned(owner, pairs, 23, 3 * ft, 1e-4)))] if stress else []
     return [
         Entry("finetune(s=11,lr=3e-5)", "finetune", True, "calibration", tuned(11, 3e-5)),
         Entry("prune(0.4)", "prune", True, "calibration", lambda: M.prune(owner, 0.4), False),
@@ -59,6 +66,8 @@ def plan(owner: M.SentenceEncoder, pairs: Any, ft: int, sc: int) -> list[Entry]:
         Entry("noise(0.1)", "noise", True, "test", lambda: M.add_noise(owner, 0.1, 2), False),
         Entry("finetune(s=22)->prune(0.3)", "stacked", True, "test", lambda: M.prune(tuned(22, 1e-4)(), 0.3), False),
         Entry("finetune(s=21)->int8", "stacked", True, "test", lambda: M.quantize(tuned(21, 3e-5)()), False),
+        Entry("distill(small,s=31)", "distill", True, "test", distil(31, 3 * sc)),
+        *extra,
         *[Entry(f"scratch-same(s={s})", "indep-same", False, "test", indep(s)) for s in (111, 112, 113)],
         *[Entry(f"scratch-small(s={s})", "indep-small", False, "test", indep(s, True)) for s in (211, 212)],
         Entry("random-init(s=311)", "random-init", False, "test", lambda: M.scratch(311), False),
@@ -143,12 +152,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--build-only", action="store_true")
     ap.add_argument("--ft-steps", type=int, default=100)
     ap.add_argument("--scratch-steps", type=int, default=80)
+    ap.add_argument("--stress", action="store_true", help="add a 3x longer fine-tune at lr 1e-4 (slow to build)")
     ap.add_argument("--seed", type=int, default=0, help="fingerprint seed (probe choice)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     owner, tok = M.load_minilm(), M.load_tokenizer()
     pairs = M.training_pairs(tok)
-    entries = plan(owner, pairs, args.ft_steps, args.scratch_steps)
+    entries = plan(owner, pairs, args.ft_steps, args.scratch_steps, args.stress)
     built = build_all(entries)
     if args.build_only:
         return

@@ -215,3 +215,26 @@ def independent(pairs: tuple[torch.Tensor, torch.Tensor], seed: int, steps: int,
                 **overrides: Any) -> SentenceEncoder:
     """A negative: MiniLM's config (or a smaller one) trained from scratch on the same local text."""
     return train_contrastive(scratch(seed, **overrides), *pairs, steps=steps, lr=lr, seed=seed)
+
+
+def distilled(owner: SentenceEncoder, pairs: tuple[torch.Tensor, torch.Tensor], seed: int, steps: int,
+              lr: float = 5e-4, batch_size: int = 32, **overrides: Any) -> SentenceEncoder:
+    """A derivative of another architecture: a smaller BERT trained to copy the owner's in-batch cosine similarities.
+
+    Why similarities, not embeddings: the student's width differs (128 vs 384); matching the similarity matrix is
+    what an extractor needs for retrieval, and it needs no projection head.
+    """
+    student = scratch(seed, **overrides).train()
+    gen = torch.Generator().manual_seed(seed)
+    texts = torch.cat(pairs)
+    opt = torch.optim.AdamW([p for n, p in student.named_parameters() if "word_embeddings" not in n], lr=lr)
+    for _ in range(steps):
+        batch = texts[torch.randint(len(texts), (batch_size,), generator=gen)]
+        with torch.no_grad():
+            target = owner(batch)
+        got = student(batch)
+        loss = (got @ got.T - target @ target.T).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return student.eval()
