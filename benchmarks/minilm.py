@@ -54,6 +54,7 @@ def plan(owner: M.SentenceEncoder, pairs: Any, ft: int, sc: int, stress: bool = 
     return [
         Entry("finetune(s=11,lr=3e-5)", "finetune", True, "calibration", tuned(11, 3e-5)),
         Entry("prune(0.4)", "prune", True, "calibration", lambda: M.prune(owner, 0.4), False),
+        Entry("distill(small,s=32)", "distill", True, "calibration", distil(32, 3 * sc)),
         *[Entry(f"scratch-same(s={s})", "indep-same", False, "calibration", indep(s)) for s in (101, 102, 103)],
         *[Entry(f"scratch-small(s={s})", "indep-small", False, "calibration", indep(s, True)) for s in (201, 202)],
         Entry("random-init(s=301)", "random-init", False, "calibration", lambda: M.scratch(301), False),
