@@ -83,6 +83,22 @@ def cka_evidence(owner: nn.Module, suspect: nn.Module, x: torch.Tensor) -> dict[
             "best_suspect_layer": [int(i) for i in mat.argmax(1)]}
 
 
+def probe_inputs(model: nn.Module, n: int = 64, seq_len: int = 16, seed: int = 0) -> torch.Tensor:
+    """Owner-free probes: random token ids for token models (no padding, ids from 1), N(0, 1) rows otherwise."""
+    from .methods import _module_input_shape, takes_tokens
+
+    gen = torch.Generator().manual_seed(seed)
+    if takes_tokens(model):
+        inner, _ = _transformer(model)
+        emb = next((m for m in model.modules() if isinstance(m, nn.Embedding)), None)
+        vocab = int(inner.config.vocab_size) if inner is not None else int(emb.num_embeddings if emb else 2)
+        return torch.randint(1, vocab, (n, seq_len), generator=gen)
+    shape = _module_input_shape(model)
+    if shape is None:
+        raise ValueError("cannot infer the model's input shape for probe inputs")
+    return torch.randn(n, *shape, generator=gen)
+
+
 # ----------------------------------------------------------------------------------------------------- weights
 def weight_matrices(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
     """2-D weights of every Linear-like layer, in module order; dynamic-int8 layers are dequantised."""

@@ -88,3 +88,19 @@ def test_linear_cka_properties() -> None:
     q, _ = torch.linalg.qr(torch.randn(8, 8, generator=gen, dtype=torch.float64))
     assert W.linear_cka(a, 3.0 * a @ q + 1.0) == pytest.approx(1.0)  # rotation, scale and shift invariant
     assert W.linear_cka(a, torch.randn(300, 8, generator=gen, dtype=torch.float64)) < 0.2
+
+
+def test_whitebox_command(tmp_path: Any, models: dict[str, Any], capsys: Any) -> None:
+    """`fpreg whitebox` on saved models: random-token probes, p-values from the given independents."""
+    import json
+
+    from fp_registry.cli import run
+    from fp_registry.modelio import save_model
+
+    paths = {k: str(save_model(models[k] if k != "null" else models["null"][0], tmp_path / k))
+             for k in ("owner", "tuned", "indep", "null")}
+    args = ["whitebox", paths["owner"], paths["tuned"], "-i", paths["indep"], "-i", paths["null"], "--n-probes", "32"]
+    assert run(args) == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert ev["cka"]["score"] > 0.8 and ev["weights"]["score"] > 0.8
+    assert ev["weights"]["p_empirical"] == pytest.approx(1 / 3)
