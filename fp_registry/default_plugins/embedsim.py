@@ -1,4 +1,4 @@
-"""Plugin: registers EmbedSim, the embedding-geometry fingerprint (implementation in fp_registry.algorithms.embedsim)."""
+"""Plugin: registers EmbedSim, the embedding-geometry fingerprint (fp_registry.algorithms.embedsim)."""
 from __future__ import annotations
 
 from typing import Any
