@@ -72,9 +72,11 @@ class Passport(Method):
     # x0.1 steps at 100/150 of 200 epochs; alpha stays 1.0 (the paper's 0.1 leaves sign detection at 0.85-0.90
     # after 10-20 epochs here). holdout 0.1: the slice kept for the private-accuracy read-out is not trained on, and
     # with 0.2 most of the deployment-accuracy gap came from that missing data. Seeds 0-2, digits-cnn: gap
-    # 0.25 pt (this) vs 0.74 (holdout 0.2) vs 1.23 (Adam lr 1e-3, holdout 0.2).
+    # 0.25 pt (this) vs 0.74 (holdout 0.2) vs 1.23 (Adam lr 1e-3, holdout 0.2). n_trigger 10: with hash-bound bits
+    # the 20 random-label noise images cost 1.11 pt on seed 0 against the same training without protection, 10 cost
+    # 0.37 (seeds 0-2, max 0.74); 10/10 right is still p = 1e-10 for the black-box read-out.
     defaults: dict[str, Any] = {"epochs": 10, "lr": 0.01, "batch_size": 64, "alpha": 1.0, "margin": 0.1,
-                                "n_trigger": 20, "holdout": 0.1, "optimizer": "sgd", "momentum": 0.9,
+                                "n_trigger": 10, "holdout": 0.1, "optimizer": "sgd", "momentum": 0.9,
                                 "weight_decay": 5e-4, "schedule": "cosine"}
     default_threshold = 0.9
 
@@ -104,7 +106,7 @@ class Passport(Method):
         passports = [(torch.rand(1, *shapes[p.conv_index], generator=gen) * 2 - 1,
                       torch.rand(1, *shapes[p.conv_index], generator=gen) * 2 - 1) for p in pairs]
         bits = [self._bits(signature, p.conv.out_channels, i, gen) for i, p in enumerate(pairs)]
-        trig = self._trigger(owner, gen) if trigger_set else None
+        trig = self._trigger(owner, gen) if trigger_set and int(self.settings["n_trigger"]) > 0 else None
         work, duals = pl.attach(model, passports)
         self._train(work, duals, bits, x[train_idx], y[train_idx], trig, seed)
         deployed = pl.detach_public(work, model)
