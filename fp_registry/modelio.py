@@ -78,6 +78,34 @@ def load_reference(path: Path) -> nn.Module:
     return model.eval()
 
 
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        cfg = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def load_transformers(local: Path, use_safetensors: bool) -> Any:
+    """A transformers model from its config (the class it names, else AutoModel); never ``trust_remote_code``."""
+    try:
+        import transformers
+    except ImportError as exc:
+        from .errors import MissingExtraError
+
+        raise MissingExtraError("transformers", "hf") from exc
+    try:  # a model type transformers does not ship (it would need remote code) fails here, as a ValueError
+        config = transformers.AutoConfig.from_pretrained(str(local), trust_remote_code=False)
+        arch = (getattr(config, "architectures", None) or [""])[0]
+        cls = getattr(transformers, arch, None) if arch else None
+        if cls is None or not hasattr(cls, "from_pretrained"):
+            cls = transformers.AutoModel
+        model = cls.from_pretrained(str(local), use_safetensors=use_safetensors, trust_remote_code=False)
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise ModelLoadError(f"transformers could not load {local.name}: {str(exc).splitlines()[0][:160]}") from exc
+    return model.eval()
+
+
 def load_path(path: str | os.PathLike[str], allow_pickle: bool = False) -> nn.Module:
     """Load a model file or directory by its format; pickles only with ``allow_pickle`` and weights_only."""
     p = Path(path)
@@ -85,6 +113,8 @@ def load_path(path: str | os.PathLike[str], allow_pickle: bool = False) -> nn.Mo
         raise ModelLoadError(f"{p} does not exist", "check the path or URI")
     if p.is_dir():
         if (p / "config.json").exists() and (p / "model.safetensors").exists():
+            if "fp_registry_arch" not in _read_config(p) and "model_type" in _read_config(p):
+                return load_transformers(p, use_safetensors=True)  # e.g. a save_pretrained directory
             return load_reference(p)
         pt2 = sorted(p.rglob("*.pt2"))
         if pt2:

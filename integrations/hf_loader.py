@@ -108,7 +108,7 @@ def resolve(repo: str, revision: str | None) -> tuple[str, list[str]]:
 
 def load_planned(plan: Plan, local: Path) -> Any:
     """Build the model from already downloaded files."""
-    from fp_registry.modelio import load_pt2, load_reference
+    from fp_registry.modelio import load_pt2, load_reference, load_transformers
 
     if plan.kind == "reference":
         return load_reference(local)
@@ -125,22 +125,6 @@ def load_planned(plan: Plan, local: Path) -> Any:
     if plan.reason.startswith("unsafe format"):
         raise UnsafeFormatError(plan.reason)
     raise ModelLoadError(plan.reason or "nothing loadable")
-
-
-def load_transformers(local: Path, use_safetensors: bool) -> Any:
-    """A transformers model from its config; never ``trust_remote_code``."""
-    import transformers
-
-    config = transformers.AutoConfig.from_pretrained(str(local), trust_remote_code=False)
-    arch = (getattr(config, "architectures", None) or [""])[0]
-    cls = getattr(transformers, arch, None) if arch else None
-    if cls is None or not hasattr(cls, "from_pretrained"):
-        cls = transformers.AutoModel  # an architecture transformers does not ship would need remote code
-    try:
-        model = cls.from_pretrained(str(local), use_safetensors=use_safetensors, trust_remote_code=False)
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise ModelLoadError(f"transformers could not load {local.name}: {str(exc).splitlines()[0][:160]}") from exc
-    return model.eval()
 
 
 def load_hf(uri: str, allow_pickle: bool = False) -> Any:

@@ -84,3 +84,23 @@ def test_pt2_program_with_fixed_batch_is_queried_in_padded_chunks(tmp_path: Path
     loaded = load_model(str(tmp_path / "m.pt2"))
     x = torch.randn(7, 4)  # 7 is not a multiple of 3: the last chunk is padded
     assert torch.allclose(m(x), Suspect(loaded).raw(x), atol=1e-6)
+
+
+def test_transformers_directory_loads_without_remote_code(tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.BertConfig(vocab_size=32, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=16, max_position_embeddings=16, num_labels=3)
+    torch.manual_seed(0)
+    model = transformers.BertForSequenceClassification(cfg).eval()
+    model.save_pretrained(tmp_path / "bert", safe_serialization=True)  # a save_pretrained directory, as on the Hub
+    loaded = load_model(str(tmp_path / "bert"))
+    assert type(loaded).__name__ == "BertForSequenceClassification"
+    ids = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8]])
+    assert torch.allclose(Suspect(loaded).raw(ids), model(input_ids=ids).logits, atol=1e-6)
+    custom = tmp_path / "custom"
+    custom.mkdir()
+    (custom / "config.json").write_text('{"model_type": "not-in-transformers", "auto_map": {"AutoModel": "m.X"}}')
+    (custom / "model.safetensors").write_bytes((tmp_path / "bert" / "model.safetensors").read_bytes())
+    (custom / "m.py").write_text("raise SystemExit('remote code ran')\n")
+    with pytest.raises(ModelLoadError, match="transformers could not load"):
+        load_model(str(custom))
