@@ -15,6 +15,7 @@ from torch.nn import functional as F
 import fp_registry as fpr
 from fp_registry.algorithms import passport_layers as pl
 from fp_registry.algorithms.passport import _accuracy, encode_signature
+from fp_registry.cli import _settings
 from fp_registry.errors import ArtifactError
 from fp_registry.nets import SmallCNN
 from fp_registry.scenarios import get_scenario, train_owner
@@ -242,11 +243,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="passport_robustness")
     ap.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
-                    help="a passport setting for protect, e.g. --set margin=0.05 (numbers are parsed as floats)")
+                    help="a passport setting for protect, e.g. --set margin=0.05 (values parsed as JSON)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    settings = {k: (float(v) if v.replace(".", "", 1).replace("e-", "", 1).isdigit() else v)
-                for k, v in (item.split("=", 1) for item in args.settings)}
+    settings = _settings(tuple(args.settings))  # the CLI's --set parser: JSON values, else strings
     res = run(args.epochs, args.seed, settings)
     res["settings"] = settings
     Path(f"{args.out}.json").write_text(json.dumps(res, indent=2))

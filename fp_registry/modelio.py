@@ -113,7 +113,8 @@ def load_path(path: str | os.PathLike[str], allow_pickle: bool = False) -> nn.Mo
         raise ModelLoadError(f"{p} does not exist", "check the path or URI")
     if p.is_dir():
         if (p / "config.json").exists() and (p / "model.safetensors").exists():
-            if "fp_registry_arch" not in _read_config(p) and "model_type" in _read_config(p):
+            cfg = _read_config(p)
+            if "fp_registry_arch" not in cfg and "model_type" in cfg:
                 return load_transformers(p, use_safetensors=True)  # e.g. a save_pretrained directory
             return load_reference(p)
         pt2 = sorted(p.rglob("*.pt2"))
