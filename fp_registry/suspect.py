@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .errors import ShapeMismatchError
-from .tasks import canonicalize, canonicalize_labels
+from .tasks import canonicalize, canonicalize_labels, log_scores
 
 
 class Suspect:
@@ -92,6 +92,18 @@ class Suspect:
                                      f"the fingerprint expects {output_dim}")
         return out
 
+    def log_scores(self, x: torch.Tensor, output_dim: int) -> np.ndarray:
+        """A classifier's class log-scores (N, output_dim) as float32 numpy; see :func:`tasks.log_scores`."""
+        raw = self.raw(x)
+        if raw.ndim == 1 or (raw.ndim == 2 and raw.shape[1] == 1 and output_dim > 1):  # a label-only API
+            onehot = canonicalize_labels(raw.round().clamp(0, output_dim - 1), output_dim).numpy()
+            return np.log(np.maximum(onehot, 1e-38))
+        a = raw.detach().reshape(len(raw), -1).numpy()
+        if a.shape[1] != output_dim:
+            raise ShapeMismatchError(f"suspect {self.name} returns {a.shape[1]} outputs per input, "
+                                     f"the fingerprint expects {output_dim}")
+        return log_scores(a)
+
     def labels(self, x: torch.Tensor, n_classes: int | None = None) -> torch.Tensor:
         """Top-1 labels (what a label-only API returns); ``n_classes`` checks the output width."""
         raw = self.raw(x)
@@ -131,14 +143,14 @@ class _eval_mode:
 
 
 def _training_modules(root: nn.Module) -> list[nn.Module]:
-    """Submodules in training mode; a plain stack walk, ~4x cheaper than ``modules()``."""
-    found, stack, seen = [], [root], set()
+    """Submodules in training mode; a plain stack walk, ~4x cheaper than ``modules()`` (cycles would break
+    ``train()`` itself, so none are guarded against)."""
+    found, stack = [], [root]
     while stack:
         module = stack.pop()
-        if module is None or id(module) in seen:  # None: register_module(name, None); seen: shared modules
+        if module is None:  # register_module(name, None)
             continue
-        seen.add(id(module))
-        if module.training:
+        if module.training:  # a shared submodule may be listed twice: switching its mode twice is harmless
             found.append(module)
         stack.extend(getattr(module, "_modules", {}).values())
     return found

@@ -31,11 +31,30 @@ def canonicalize(task: str, out: torch.Tensor) -> torch.Tensor:
     if out.ndim == 1:  # label-only API: one-hot, the number of classes is fixed by the caller
         raise ValueError("label outputs need the class count; use canonicalize_labels")
     out = out.reshape(out.shape[0], -1)
-    # the check runs in numpy on the same memory: torch's reductions + bool() sync cost more than a tiny forward
-    a = out.numpy()
-    looks_like_probs = a.size == 0 or (bool(a.min() >= -1e-6)
-                                       and bool(np.allclose(a.sum(1), 1.0, rtol=1e-5, atol=1e-3)))
-    return out.clamp_min(0) if looks_like_probs else torch.softmax(out, dim=1)
+    return out.clamp_min(0) if looks_like_probs(out.numpy()) else torch.softmax(out, dim=1)
+
+
+def looks_like_probs(a: np.ndarray) -> bool:
+    """Whether (N, m) outputs are probabilities already (non-negative rows summing to 1) rather than logits.
+
+    Why numpy on the tensor's own memory: torch's reductions + bool() sync cost more than a tiny forward, and
+    logits (almost always negative somewhere) stop at the first, cheapest test.
+    """
+    if a.size == 0:
+        return True
+    if not a.min() >= -1e-6:
+        return False
+    return bool(np.abs(a.sum(1) - 1.0).max() <= 1e-3 + 1e-5)  # np.allclose(rtol=1e-5, atol=1e-3) at 1.0
+
+
+def log_scores(a: np.ndarray) -> np.ndarray:
+    """Class log-scores of (N, m) classifier outputs: the log-probabilities up to a per-row constant.
+
+    Logits are returned as they are (log-softmax only subtracts a per-row constant), probabilities as their
+    log. Why: a method that centres each row (TAFA's kinks) then needs neither a softmax nor a log, and
+    confident logits keep their margins instead of underflowing to log(0).
+    """
+    return np.log(np.maximum(a, 1e-38)) if looks_like_probs(a) else a
 
 
 def canonicalize_labels(labels: torch.Tensor, n_classes: int) -> torch.Tensor:

@@ -147,7 +147,10 @@ class TAFA(Method):
                                                                            "slope_tol"))
         ref = fp.prepared(key, lambda: self._reference(fp.task, p))
         # numpy on the outputs' own memory: a few dozen tiny torch ops cost more than the suspect's forward
-        out = suspect.outputs(ref["x"], fp.task, int(fp.spec["output_dim"])).numpy()
+        dim = int(fp.spec["output_dim"])
+        # classifiers: log-scores straight from the logits (no softmax, no log: the kink is centred anyway)
+        out = (suspect.log_scores(ref["x"], dim) if fp.task == "classification"
+               else suspect.outputs(ref["x"], fp.task, dim).numpy())
         d_hat = kink_of(fp.task, out, n)
         n_hat = np.sqrt(np.einsum("ij,ij->i", d_hat, d_hat))
         # cos(Δ̂, Δ0) >= δ  <=>  Δ̂·u0 >= δ|Δ̂|, with u0 = Δ0/|Δ0| made once per fingerprint
@@ -207,17 +210,17 @@ class TAFA(Method):
 
 
 def kink_of(task: str, out: np.ndarray, n: int) -> np.ndarray:
-    """Δ(f̂) per pair from canonical outputs stacked as [f(x*); f(x+); f(x-)] (3N rows), in float32.
+    """Δ(f̂) per pair from outputs stacked as [f(x*); f(x+); f(x-)] (3N rows), in float32.
 
-    Classifiers: Δ of the class-centred log-probabilities (centring is linear, so it is applied once to Δ).
+    Classifiers: ``out`` holds class log-scores (:meth:`Suspect.log_scores`) and Δ is taken of the
+    class-centred log-probabilities (centring is linear and removes the per-row constant, so it is applied
+    once, to Δ). Other tasks: canonical outputs.
     """
     f = out.reshape(len(out), -1)
-    if task == "classification":
-        f = np.log(np.maximum(f, 1e-38))
     d = f[n:2 * n] + f[2 * n:]
     d -= 2 * f[:n]
-    if task == "classification":
-        d -= d.mean(axis=1, keepdims=True)
+    if task == "classification":  # row means as a matrix-vector product: numpy's short-row reductions are slow
+        d -= (d @ np.full(d.shape[1], 1.0 / d.shape[1], dtype=d.dtype))[:, None]
     return d
 
 
