@@ -9,7 +9,7 @@ import torch
 
 from .errors import UsageError
 
-DATASETS = ("digits", "diabetes", "breast_cancer", "wine", "synthtext")
+DATASETS = ("digits", "diabetes", "breast_cancer", "wine", "synthtext", "synthlm")
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,10 @@ def _load_arrays(name: str) -> tuple[np.ndarray, np.ndarray | None, tuple[float,
         from .text import synthetic_text
 
         return synthetic_text()
+    if name == "synthlm":  # next-token rows of a locally generated language (fp_registry.textlm), never downloaded
+        from .textlm import synthetic_lm
+
+        return synthetic_lm()
     if name in ("breast_cancer", "wine"):
         d = getattr(skd, f"load_{name}")()
         x = d.data.astype(np.float32)

@@ -104,7 +104,7 @@ class Generator(RefNet):
 def build(arch: str, config: dict[str, Any]) -> RefNet:
     """Rebuild a reference architecture from its saved config."""
     if arch not in ARCHS:
-        from . import text  # noqa: F401  token-input archs (tinybert) register on first use
+        from . import text, textlm  # noqa: F401  token-input archs (tinybert, tinygpt) register on first use
     if arch not in ARCHS:
         from .errors import ModelLoadError
         raise ModelLoadError(f"unknown reference architecture {arch!r}; known: {', '.join(sorted(ARCHS))}")

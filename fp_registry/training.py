@@ -32,6 +32,8 @@ def fit(model: nn.Module, task: str, x: torch.Tensor | None, y: torch.Tensor | N
         if task == "generation":
             xb = torch.randn(len(idx), latent_dim or 16, generator=gen)
             loss = loss_fn(model, xb, y[idx])
+        elif task == "classification" and hasattr(model, "lm_loss"):  # a causal LM learns every position of a row
+            loss = model.lm_loss(x[idx], y[idx])
         else:
             loss = loss_fn(model, x[idx], None if y is None else y[idx])
         opt.zero_grad()

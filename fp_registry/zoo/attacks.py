@@ -59,8 +59,16 @@ class AttackContext:
 
 
 def weight_layers(model: nn.Module) -> list[nn.Module]:
-    """Linear and conv layers in definition order (the ones pruning, noise and quantisation touch)."""
-    return [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
+    """Linear and conv layers in definition order (the ones pruning, noise and quantisation touch).
+
+    transformers' ``Conv1D`` (GPT-2's projections: a linear layer storing its weight as (in, out)) counts too,
+    matched by name so this module does not import transformers.
+    """
+    return [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)) or _is_conv1d_linear(m)]
+
+
+def _is_conv1d_linear(module: nn.Module) -> bool:
+    return type(module).__name__ == "Conv1D" and getattr(module, "weight", None) is not None
 
 
 def finetune(model: nn.Module, ctx: AttackContext, layers: str = "all", lr: float = 1e-3, epochs: int = 5,
@@ -115,7 +123,10 @@ def fine_prune(model: nn.Module, ctx: AttackContext, ratio: float = 0.5, lr: flo
     with torch.no_grad():
         m.eval()(ctx.queries(256, ctx.seed))
     hook.remove()
-    mean = acts[0].reshape(len(acts[0]), head.weight.shape[1], -1).abs().mean((0, 2))
+    a = acts[0]
+    if isinstance(head, nn.Linear):  # features are the last dim, also for a sequence model's (N, L, d) input
+        a = a.reshape(-1, a.shape[-1], 1)
+    mean = a.reshape(len(a), head.weight.shape[1], -1).abs().mean((0, 2))
     keep = torch.ones(head.weight.shape[1])
     keep[mean.argsort()[: int(ratio * len(mean))]] = 0
     mask = keep.reshape(1, -1, *([1] * (head.weight.ndim - 2))).expand_as(head.weight).clone()
@@ -132,7 +143,7 @@ def quantize_int8(model: nn.Module, ctx: AttackContext) -> nn.Module:
     """Symmetric per-output-channel int8 fake quantisation of every weight (the class and format stay)."""
     m = copy.deepcopy(model)
     for layer in weight_layers(m):
-        w = layer.weight
+        w = layer.weight.T if _is_conv1d_linear(layer) else layer.weight  # a view: (out, in) for Conv1D too
         scale = w.abs().reshape(len(w), -1).amax(1).clamp_min(1e-12) / 127
         scale = scale.reshape(-1, *([1] * (w.ndim - 1)))
         w.copy_((w / scale).round().clamp(-127, 127) * scale)
@@ -213,7 +224,11 @@ def permute(model: nn.Module, ctx: AttackContext, k: int = 0) -> nn.Module:
     from .permute import check_preserved, permute_hidden
 
     m = copy.deepcopy(model)
-    permute_hidden(m, torch.Generator().manual_seed(ctx.seed + 7919 * k))
+    g = torch.Generator().manual_seed(ctx.seed + 7919 * k)
+    if hasattr(m, "permute_hidden"):  # models that know their own symmetries (GPT-2 blocks are not sequential)
+        m.permute_hidden(g)
+    else:
+        permute_hidden(m, g)
     if not check_preserved(model, m, ctx.queries(64, ctx.seed)):
         raise ValueError(f"cannot permute {type(model).__name__} without changing its function")
     return m.eval()
