@@ -126,3 +126,64 @@ def test_audit_command_clusters_a_batch(models: dict, digits: dict, tmp_path: An
     out = json.loads(result.output)
     assert [v["is_match"] for v in out["verdicts"]] == [True, False, False]
     assert out["cluster"]["in_owner_cluster"] == {paths["tuned"]: True, paths["hom3"]: False, paths["hom4"]: False}
+
+
+@pytest.fixture(scope="module")
+def bert() -> dict[str, Any]:
+    """Tiny token-id BERTs: owner, a fine-tuned copy and three independently trained look-alikes."""
+    from fp_registry.text import TinyBert, synthetic_text
+    from fp_registry.training import fit
+
+    torch.set_num_threads(1)
+    x, y, _ = synthetic_text(1200)
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
+
+    def trained(seed: int) -> torch.nn.Module:
+        torch.manual_seed(seed)
+        return fit(TinyBert(), "classification", x[:900], y[:900], steps=200, lr=2e-3, batch_size=64, seed=seed)
+
+    owner = trained(0)
+    tuned = fit(copy.deepcopy(owner), "classification", x[900:], y[900:], steps=30, lr=1e-3, seed=5)
+    return {"x": x[:900], "y": y[:900], "owner": owner, "copy": copy.deepcopy(owner), "tuned": tuned,
+            **{f"hom{i}": trained(i) for i in (1, 2, 3)}}
+
+
+def test_token_deepcore_selects_int64_points(bert: dict[str, Any], tmp_path: Any) -> None:
+    """Token owners: ids stay int64, selection uses the train split, a copy matches, an unseen BERT scores low."""
+    zoo = small_zoo(bert, ("hom1",), ("hom2", "copy"))
+    fp = fpr.fingerprint(bert["owner"], method="deepcore", data=bert["x"], labels=bert["y"], zoo=zoo, n_points=30,
+                         token_candidates=120, steps=12, progress=False)
+    core = fp.tensors["core"]["x"]
+    assert core.dtype == torch.int64 and fp.spec["input_kind"] == "int64" and len(core) == 30
+    assert fp.info["selected_by"] == "1 independent models of the zoo's train split"
+    assert fp.info["reference_similarity"] < fp.info["reference_similarity_all"]
+    tuned, unseen = fp.verify(bert["tuned"]), fp.verify(bert["hom3"])
+    assert tuned.is_match and tuned.score > unseen.score + 0.2, (tuned.score, unseen.score)
+    back = fpr.load_fingerprint(fp.save(tmp_path / "fp"))
+    assert torch.equal(back.tensors["core"]["x"], core) and back.verify(bert["tuned"]).score == tuned.score
+    batch = [Suspect(bert[n], n) for n in ("hom3", "tuned", "copy")]
+    clusters = cluster_suspects(fp, batch, [Suspect(bert["hom1"], "hom1"), Suspect(bert["hom2"], "hom2")])
+    assert clusters.in_owner_cluster == {"hom3": False, "tuned": True, "copy": True}
+
+
+def test_token_deepcore_rejects_smaller_vocabulary(bert: dict[str, Any]) -> None:
+    from fp_registry.errors import ShapeMismatchError
+    from fp_registry.text import TinyBert
+
+    fp = fpr.fingerprint(bert["owner"], method="deepcore", data=bert["x"], labels=bert["y"],
+                         zoo=small_zoo(bert, ("hom1",), ("hom2",)), n_points=10, token_candidates=20, steps=3,
+                         progress=False)
+    with pytest.raises(ShapeMismatchError, match="vocabulary"):
+        fp.verify(TinyBert(vocab_size=64))
+
+
+def test_candidate_ranking_prefers_points_copies_keep_and_homologous_lose() -> None:
+    from fp_registry.algorithms.deepcore import candidate_ranking
+
+    eye = torch.eye(3)
+    own = eye[[0, 0, 0, 1]]  # four candidates; the owner says class 0, 0, 0, 1
+    homologous = [eye[[0, 1, 1, 1]], eye[[0, 1, 0, 1]]]  # agree on 0 and 3, split on 2, disagree on 1
+    copies = [eye[[0, 2, 0, 1]]]  # a copy agrees everywhere but candidate 1
+    assert candidate_ranking(own, homologous, [])[:2].tolist() == [1, 2]
+    assert candidate_ranking(own, homologous, copies)[:2].tolist() == [2, 0]  # 1 is lost by copies too
+    assert candidate_ranking(own, homologous, [], worst=True)[0].item() == 1  # the only point no one agrees on
