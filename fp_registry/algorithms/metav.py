@@ -41,11 +41,13 @@ class _Queries(nn.Module):
 class _Member:
     """A zoo model as a differentiable feature map: frozen, eval mode, canonicalised like ``Suspect.outputs``."""
 
-    def __init__(self, model: Any, task: str, output_dim: int, mode: str = "prob") -> None:
+    def __init__(self, model: Any, task: str, output_dim: int, mode: str = "prob", tokens: bool = False) -> None:
         self.model, self.task, self.output_dim, self.mode = model, task, output_dim, mode
         self.module = model if isinstance(model, nn.Module) else None
         self.probs: bool | None = None  # whether the model already returns probabilities (decided once)
         self._saved: tuple[bool, list[bool]] | None = None
+        self.tokens = tokens  # token-id owner: queries arrive as one-hots (training) or ids (final features)
+        self.feed: Any = None  # metav_tokens.OneHotFeed while training, for modules with a float embedding
 
     def __enter__(self) -> "_Member":
         """Freeze and eval the module for training; the caller's model is restored on exit."""
@@ -55,9 +57,16 @@ class _Member:
             self.module.eval()
             for p in params:
                 p.requires_grad_(False)
+            if self.tokens:
+                from .metav_tokens import OneHotFeed
+
+                self.feed = OneHotFeed(self.module)
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        if self.feed is not None:
+            self.feed.close()
+            self.feed = None
         if self.module is not None and self._saved is not None:
             training, flags = self._saved
             for p, flag in zip(self.module.parameters(), flags):
@@ -66,12 +75,17 @@ class _Member:
 
     def features(self, x: torch.Tensor, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """(1, N*m) verifier features; ``params`` replaces weights (an on-the-fly perturbed copy)."""
-        if self.module is None:  # a pure black box: no gradient reaches the queries through it
+        if self.tokens:  # one-hots reach the module through its word embedding; it is called with the ids
+            x = self._token_ids(x)
+        if self.module is None or (self.tokens and not (self.feed and self.feed.usable)):
+            # a pure black box (or no float embedding): no gradient reaches the queries through it
             from fp_registry.suspect import Suspect
 
             out = Suspect(self.model).outputs(x.detach(), self.task, self.output_dim)
             return transform_features(out, self.task, self.mode).reshape(1, -1)
         out = self.module(x) if params is None else torch.func.functional_call(self.module, params, (x,))
+        if self.feed is not None:
+            self.feed.onehot = None
         out = out.reshape(len(x), -1)
         if out.shape[1] != self.output_dim:
             raise ShapeMismatchError(f"zoo model returns {out.shape[1]} outputs, the owner {self.output_dim}")
@@ -81,6 +95,14 @@ class _Member:
                 self.probs = bool((d >= -1e-6).all()) and bool(torch.allclose(d.sum(1), torch.ones(len(d)), atol=1e-3))
             out = out.clamp_min(0) if self.probs else torch.softmax(out, dim=1)
         return transform_features(out, self.task, self.mode).reshape(1, -1)
+
+    def _token_ids(self, x: torch.Tensor) -> torch.Tensor:
+        """Hard ids of straight-through one-hots (handed to the embedding hook), or ids as they are."""
+        if x.is_floating_point():
+            if self.feed is not None and self.feed.usable:
+                self.feed.onehot = x
+            return x.detach().argmax(-1)
+        return x
 
     @torch.no_grad()
     def perturbed(self, gen: torch.Generator, noise: float, prune: float) -> dict[str, torch.Tensor] | None:
@@ -129,14 +151,19 @@ class MetaV(Method):
                                 "score_temperature": 0.5, "features": "logprob", "center": "owner",
                                 "aug_pos": 3, "aug_neg": 3, "aug_noise": 0.15, "aug_prune": 0.7,
                                 "hidden": [], "monotone": True,
-                                "init": "mixed", "select": "aruc"}
+                                "init": "mixed", "select": "aruc", "lr_tokens": 0.05, "token_scale": 3.0}
     default_threshold = 0.5
+    input_kinds = ("float32", "int64")  # token ids: straight-through one-hots (metav_tokens.py)
 
     def check_owner(self, owner: Owner) -> None:
         super().check_owner(owner)
-        if getattr(owner, "input_kind", "float32") != "float32":  # e.g. token ids: no gradient reaches them
-            raise NotApplicableError("metav optimises its queries by gradient and needs float inputs",
-                                     f"the owner takes {owner.input_kind} inputs; use a data-based method")
+        if owner.input_kind == "int64":
+            from .metav_tokens import token_pool
+
+            token_pool(owner)  # raises when there are no owner sentences to take the vocabulary from
+            if float(self.settings["input_noise"]) > 0:
+                raise NotApplicableError("metav's input_noise is Gaussian noise on float inputs",
+                                         "use input_noise=0 for token-id owners")
 
     # ---------------------------------------------------------------- build
     def build(self, owner: Owner, zoo: ZooSplit | None, seed: int, progress: bool) -> Built:
@@ -151,9 +178,11 @@ class MetaV(Method):
         gen = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
         n = int(s["n_queries"])
-        queries = _Queries(self._init(owner, n, gen), owner.domain)
+        tokens = owner.input_kind == "int64"
+        queries = self._token_queries(owner, n, gen) if tokens else _Queries(self._init(owner, n, gen), owner.domain)
         train_pos, train_neg, val_pos, val_neg = self._split(owner, zoo, gen)
-        wrap = lambda ms: [_Member(m.model, owner.task, owner.output_dim, str(s["features"])) for m in ms]  # noqa: E731
+        wrap = lambda ms: [_Member(m.model, owner.task, owner.output_dim, str(s["features"]), tokens)  # noqa: E731
+                           for m in ms]
         pos, neg, vpos, vneg = wrap(train_pos), wrap(train_neg), wrap(val_pos), wrap(val_neg)
         hidden = tuple(int(h) for h in s["hidden"])
         with contextlib.ExitStack() as stack:  # zoo models are frozen only while training
@@ -169,7 +198,7 @@ class MetaV(Method):
             if s["monotone"]:
                 make_monotone(verifier)
             best = self._train(queries, verifier, center, scale, pos, neg, vpos, vneg, owner, gen, progress)
-            x = owner.clamp(best["x"])
+            x = best["x"] if tokens else owner.clamp(best["x"])  # token queries are saved as hard int64 ids
             with torch.no_grad():
                 shift = center(x).reshape(-1)
         tensors = {"queries": {"x": x.contiguous()},
@@ -195,6 +224,14 @@ class MetaV(Method):
             k = n // 2
             x[k:] = lo + (hi - lo) * torch.rand(x[k:].shape, generator=gen)
         return x
+
+    def _token_queries(self, owner: Owner, n: int, gen: torch.Generator) -> nn.Module:
+        from .metav_tokens import TokenQueries, init_ids, token_pool
+
+        pool = token_pool(owner)
+        ids = init_ids(owner, n, pool, self.settings["init"] == "mixed", gen)
+        return TokenQueries(ids, pool, int(max(int(pool.max()), int(ids.max()))) + 1,
+                            float(self.settings["token_scale"]))
 
     def _center(self, me: _Member, feats: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         """Reference subtracted from features: the zoo's mean (fixed) or the owner's own outputs on the queries.
@@ -249,7 +286,10 @@ class MetaV(Method):
             queries.w.requires_grad_(False)
         opt_v = torch.optim.Adam(verifier.parameters(), lr=float(s["lr_verifier"]),
                                  weight_decay=float(s["weight_decay"]))
-        opt_q = torch.optim.Adam([queries.w], lr=float(s["lr_queries"])) if adaptive else None
+        tokens = owner.input_kind == "int64"
+        lr_q = float(s["lr_tokens"] if tokens else s["lr_queries"])
+        opt_q = torch.optim.Adam([queries.w], lr=lr_q) if adaptive else None
+        snapshot = (lambda: queries.ids()) if tokens else (lambda: queries().detach().clone())  # noqa: E731
 
         signed = not s["monotone"]
 
@@ -259,7 +299,7 @@ class MetaV(Method):
             f = ref if same and m is pos[0] and params is None else m.features(x, params)
             return verifier(verifier_input(f, ref, scale, signed)).reshape(())
 
-        best: dict[str, Any] = {"key": (-1.0, -math.inf), "step": 0, "auc": None, "x": queries().detach().clone(),
+        best: dict[str, Any] = {"key": (-1.0, -math.inf), "step": 0, "auc": None, "x": snapshot(),
                                 "verifier": plain_state(verifier)}
         bad, steps = 0, int(s["steps"])
         bar = tqdm(range(steps), desc="metav", disable=not progress, leave=False)
@@ -285,7 +325,7 @@ class MetaV(Method):
                 verifier.eval()
                 key = self._evaluate(queries, center, v_of, vpos or pos, vneg or neg, str(s["select"]))
                 if key > best["key"]:
-                    best = {"key": key, "step": step + 1, "auc": key[0], "x": queries().detach().clone(),
+                    best = {"key": key, "step": step + 1, "auc": key[0], "x": snapshot(),
                             "verifier": plain_state(verifier)}
                     bad = 0
                 else:
