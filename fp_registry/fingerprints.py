@@ -103,7 +103,7 @@ def load_fingerprint(path: str | os.PathLike[str], expected_digest: str | None =
 def fingerprint(model: Any, method: str = "metav", task: str = "classification", data: Any = None,
                 labels: Any = None, seed: int = 0, positives: list[Any] | None = None,
                 negatives: list[Any] | None = None, input_shape: tuple[int, ...] | None = None,
-                zoo: Zoo | None = None, target_fpr: float = 0.01, progress: bool = True,
+                zoo: Zoo | None = None, target_fpr: float = 0.01, progress: bool = True, whitebox: bool = False,
                 **settings: Any) -> Fingerprint:
     """Fingerprint ``model`` with ``method``; builds and caches a zoo when the method needs one and none is given.
 
@@ -123,7 +123,26 @@ def fingerprint(model: Any, method: str = "metav", task: str = "classification",
     fp = _new_fingerprint(m, owner, built, seed)
     if cal is not None and len(cal):
         fp.calibration = calibrate_fingerprint(fp, cal, target_fpr)
+    if whitebox:
+        _add_whitebox_reference(fp, owner, cal, negatives, seed)
     return fp
+
+
+def _add_whitebox_reference(fp: Fingerprint, owner: Owner, cal: ZooSplit | None, negatives: list[Any] | None,
+                            seed: int) -> None:
+    """Nulls of the white-box statistics from the calibration independents (see :mod:`fp_registry.whitebox`).
+
+    Why calibration models: they are never the suspects of an evaluation, and a check needs a null of models
+    known to be independent; with none, or an owner without weights, no reference is stored.
+    """
+    from torch import nn
+
+    from .whitebox import reference
+
+    models = [z.model for z in cal.negatives] if cal is not None else list(negatives or [])
+    models = [m for m in models if isinstance(m, nn.Module)]
+    if isinstance(owner.model, nn.Module) and len(models) >= 2:
+        fp.meta["whitebox"] = reference(owner.model, models, seed=seed, input_shape=owner.input_shape)
 
 
 def _new_fingerprint(m: Method, owner: Owner, built: Built, seed: int) -> Fingerprint:

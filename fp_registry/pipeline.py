@@ -32,7 +32,7 @@ def check_suspect(suspect: Any, against: str | Backend, *, event: UploadEvent | 
     for entry in backend.entries():
         if isinstance(suspect, str) and suspect == entry.model_uri:
             continue  # the protected model itself is not a suspect
-        verdict = _check_one(backend, entry, s)
+        verdict = _check_one(backend, entry, s, config or {})
         verdicts.append(verdict)
         if record:
             backend.record_verdict(name, verdict, entry)
@@ -40,10 +40,15 @@ def check_suspect(suspect: Any, against: str | Backend, *, event: UploadEvent | 
     return verdicts
 
 
-def _check_one(backend: Backend, entry: RegistryEntry, suspect: Suspect) -> Verdict:
+def _check_one(backend: Backend, entry: RegistryEntry, suspect: Suspect, config: dict[str, Any]) -> Verdict:
+    from .whitebox_checks import whitebox_evidence
+
     try:
         fp = backend.load(entry)
         v = fp.verify(suspect)
+        wb = whitebox_evidence(fp, entry, suspect, config)
+        if wb is not None:  # beside the black-box verdict, never instead of it
+            v.evidence["whitebox"] = wb
     except ShapeMismatchError as exc:
         return Verdict.skipped(exc.one_line(), entry.method, entry.entry_id, suspect.name)
     except FpRegistryError as exc:

@@ -24,33 +24,82 @@ def _transformer(model: nn.Module) -> tuple[nn.Module | None, int]:
     return None, 0
 
 
-def hidden_states(model: nn.Module, x: torch.Tensor, max_rows: int = MAX_ROWS, seed: int = 0) -> list[torch.Tensor]:
+def hidden_states(model: nn.Module, x: torch.Tensor, max_rows: int = MAX_ROWS, seed: int = 0,
+                  layers: str = "auto") -> list[torch.Tensor]:
     """Per-layer representations on ``x``, each (rows, features) float64.
 
-    Transformers models: every hidden state (embeddings + each block) at the non-padding tokens, a fixed random subset
-    of at most ``max_rows`` tokens (the same rows for any model, since they depend on ``x`` only). Other torch modules:
-    the flattened output of every Linear / Conv layer, one row per input.
+    Token inputs are read at the non-padding tokens, a fixed random subset of at most ``max_rows`` (the same rows for
+    any model, since they depend on ``x`` only). Transformers models (``layers="auto"``): every hidden state
+    (embeddings + each block). Otherwise, and with ``layers="linear"``: the output of every Linear / Conv layer
+    (exported programs: every linear / convolution op of their graph), per input or per kept token.
     """
     inner, pad = _transformer(model)
-    model.eval()
+    try:
+        model.eval()
+    except NotImplementedError:  # loaded torch.export programs refuse eval(); they are frozen in eval mode
+        pass
     with torch.no_grad():
-        if inner is not None:
+        rows = _token_rows(x, pad, max_rows, seed) if not x.is_floating_point() else None
+        if inner is not None and layers == "auto":
             ids = x.long()
-            mask = ids != pad
-            out = inner(input_ids=ids, attention_mask=mask.long(), output_hidden_states=True)
-            rows = mask.flatten().nonzero().flatten()
-            if len(rows) > max_rows:
-                gen = torch.Generator().manual_seed(seed)
-                rows = rows[torch.randperm(len(rows), generator=gen)[:max_rows].sort().values]
+            out = inner(input_ids=ids, attention_mask=(ids != pad).long(), output_hidden_states=True)
             return [h.reshape(-1, h.shape[-1])[rows].double() for h in out.hidden_states]
-        return _hooked_outputs(model, x)
+        graph = _graph_module(model)
+        return _graph_outputs(graph, x, rows) if graph is not None else _hooked_outputs(model, x, rows)
 
 
-def _hooked_outputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+def _token_rows(x: torch.Tensor, pad: int, max_rows: int, seed: int) -> torch.Tensor:
+    """Indices of the non-padding tokens of ``x`` (flattened), a fixed random subset of at most ``max_rows``."""
+    rows = (x.long() != pad).flatten().nonzero().flatten()
+    if len(rows) > max_rows:
+        gen = torch.Generator().manual_seed(seed)
+        rows = rows[torch.randperm(len(rows), generator=gen)[:max_rows].sort().values]
+    return rows
+
+
+def _graph_module(model: nn.Module) -> Any:
+    """The fx graph of a loaded ``torch.export`` program (MLflow pt2 models), possibly inside a fixed-batch wrapper."""
+    inner = getattr(model, "inner", model)
+    return inner if isinstance(inner, torch.fx.GraphModule) else None
+
+
+def _graph_outputs(graph: Any, x: torch.Tensor, rows: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """Outputs of every linear / convolution op of an exported program: one row per input, or for token
+    inputs (``rows`` given) one row per kept token of every per-token (3-D) output, as for transformers models.
+
+    Why the graph: an exported program has no ``nn.Linear`` modules to hook (its layers are aten calls on
+    parameters), but its graph names those calls, in execution order.
+    """
+    ops = {torch.ops.aten.linear.default, torch.ops.aten.conv2d.default, torch.ops.aten.conv1d.default,
+           torch.ops.aten.addmm.default}
+    got: list[torch.Tensor] = []
+
+    class Recorder(torch.fx.Interpreter):
+        def call_function(self, target: Any, args: Any, kwargs: Any) -> Any:
+            out = super().call_function(target, args, kwargs)
+            if target in ops and isinstance(out, torch.Tensor):
+                if rows is None:
+                    got.append(out.reshape(len(x), -1).double())
+                elif out.ndim == 3:
+                    got.append(out.reshape(-1, out.shape[-1])[rows].double())
+            return out
+
+    Recorder(graph).run(x)
+    return got
+
+
+def _hooked_outputs(model: nn.Module, x: torch.Tensor, rows: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """What :func:`_graph_outputs` records, from forward hooks on the module's Linear / Conv layers."""
     layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
     got: list[torch.Tensor] = []
-    handles = [m.register_forward_hook(lambda _m, _i, o: got.append(o.reshape(len(o), -1).double()))
-               for m in layers]
+
+    def keep(_m: nn.Module, _i: Any, o: torch.Tensor) -> None:
+        if rows is None:
+            got.append(o.reshape(len(o), -1).double())
+        elif o.ndim == 3:
+            got.append(o.reshape(-1, o.shape[-1])[rows].double())
+
+    handles = [m.register_forward_hook(keep) for m in layers]
     try:
         model(x)
     finally:
@@ -68,13 +117,21 @@ def linear_cka(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(cross / norm) if float(norm) > 0 else 0.0
 
 
-def cka_evidence(owner: nn.Module, suspect: nn.Module, x: torch.Tensor) -> dict[str, Any]:
+def layer_mode(*models: nn.Module) -> str:
+    """``linear`` when any model is an exported program (it has no hidden_states API), else ``auto``."""
+    return "linear" if any(_graph_module(m) is not None for m in models) else "auto"
+
+
+def cka_evidence(owner: nn.Module, suspect: nn.Module, x: torch.Tensor, layers: str | None = None) -> dict[str, Any]:
     """CKA of every owner layer with every suspect layer; score = mean over owner layers of the best-matching one.
 
     Why best match: a pruned or distilled suspect may have its layers shifted; REEF compares one chosen layer, we keep
     the whole matrix as evidence and summarise it without assuming the suspect's depth.
     """
-    ho, hs = hidden_states(owner, x), hidden_states(suspect, x)
+    # an exported program has no hidden_states API: then both sides use layer outputs, so a null fitted with
+    # in-memory models and a check of exported suspects measure the same statistic
+    layers = layers or layer_mode(owner, suspect)
+    ho, hs = hidden_states(owner, x, layers=layers), hidden_states(suspect, x, layers=layers)
     if not ho or not hs or ho[0].shape[0] != hs[0].shape[0]:
         return {"score": 0.0, "layers": [], "reason": "no comparable hidden states"}
     mat = np.array([[linear_cka(a, b) for b in hs] for a in ho])
@@ -83,20 +140,37 @@ def cka_evidence(owner: nn.Module, suspect: nn.Module, x: torch.Tensor) -> dict[
             "best_suspect_layer": [int(i) for i in mat.argmax(1)]}
 
 
-def probe_inputs(model: nn.Module, n: int = 64, seq_len: int = 16, seed: int = 0) -> torch.Tensor:
-    """Owner-free probes: random token ids for token models (no padding, ids from 1), N(0, 1) rows otherwise."""
+def probe_inputs(model: nn.Module, n: int = 64, seq_len: int = 16, seed: int = 0,
+                 input_shape: tuple[int, ...] | None = None) -> torch.Tensor:
+    """Owner-free probes: random token ids for token models (no padding, ids from 1), N(0, 1) rows otherwise.
+
+    ``input_shape`` (the owner's, without the batch) wins over ``seq_len`` and the shape read from the model:
+    an exported program accepts only the sequence length it was exported with.
+    """
     from .methods import _module_input_shape, takes_tokens
 
     gen = torch.Generator().manual_seed(seed)
     if takes_tokens(model):
-        inner, _ = _transformer(model)
-        emb = next((m for m in model.modules() if isinstance(m, nn.Embedding)), None)
-        vocab = int(inner.config.vocab_size) if inner is not None else int(emb.num_embeddings if emb else 2)
-        return torch.randint(1, vocab, (n, seq_len), generator=gen)
-    shape = _module_input_shape(model)
+        length = int(input_shape[-1]) if input_shape else seq_len
+        return torch.randint(1, _vocab_size(model), (n, length), generator=gen)
+    shape = tuple(input_shape) if input_shape else _module_input_shape(model)
     if shape is None:
         raise ValueError("cannot infer the model's input shape for probe inputs")
     return torch.randn(n, *shape, generator=gen)
+
+
+def _vocab_size(model: nn.Module) -> int:
+    """From the config, an ``nn.Embedding``, or (exported programs) the first 2-D parameter named like an embedding."""
+    inner, _ = _transformer(model)
+    if inner is not None:
+        return int(inner.config.vocab_size)
+    emb = next((m for m in model.modules() if isinstance(m, nn.Embedding)), None)
+    if emb is not None:
+        return int(emb.num_embeddings)
+    named = next((p for name, p in model.named_parameters() if "embed" in name and p.ndim == 2), None)
+    if named is None:
+        raise ValueError("cannot find the vocabulary size of this token model for probe inputs")
+    return int(named.shape[0])
 
 
 # ----------------------------------------------------------------------------------------------------- weights
@@ -111,7 +185,8 @@ def weight_matrices(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
             except (RuntimeError, TypeError):
                 continue
             w = w.dequantize() if getattr(w, "is_quantized", False) else w
-        if isinstance(w, torch.Tensor) and w.ndim == 2 and not isinstance(module, nn.Embedding):
+        # embeddings by type, or by name in exported programs (where they are plain parameters)
+        if isinstance(w, torch.Tensor) and w.ndim == 2 and not isinstance(module, nn.Embedding) and "embed" not in name:
             found.append((name, w.detach().double()))
     return found
 
@@ -173,10 +248,10 @@ class Null:
         return max(0.5 * math.erfc(t / math.sqrt(2)), P_FLOOR)
 
 
-def evidence(owner: nn.Module, suspect: nn.Module, x: torch.Tensor,
-             nulls: dict[str, Null] | None = None) -> dict[str, Any]:
+def evidence(owner: nn.Module, suspect: nn.Module, x: torch.Tensor, nulls: dict[str, Null] | None = None,
+             layers: str | None = None) -> dict[str, Any]:
     """Both white-box statistics for one suspect, with p-values when ``nulls`` (from :func:`fit_nulls`) are given."""
-    out = {"cka": cka_evidence(owner, suspect, x), "weights": weight_evidence(owner, suspect)}
+    out = {"cka": cka_evidence(owner, suspect, x, layers), "weights": weight_evidence(owner, suspect)}
     for key, ev in out.items():
         null = (nulls or {}).get(key)
         if null is not None:
@@ -184,7 +259,39 @@ def evidence(owner: nn.Module, suspect: nn.Module, x: torch.Tensor,
     return out
 
 
-def fit_nulls(owner: nn.Module, independents: list[nn.Module], x: torch.Tensor) -> dict[str, Null]:
+def fit_nulls(owner: nn.Module, independents: list[nn.Module], x: torch.Tensor,
+              layers: str | None = None) -> dict[str, Null]:
     """Nulls of both statistics from independent models (never the suspects that are later tested)."""
-    scores = [evidence(owner, m, x) for m in independents]
+    scores = [evidence(owner, m, x, layers=layers) for m in independents]
     return {key: Null([s[key]["score"] for s in scores]) for key in ("cka", "weights")}
+
+
+# ------------------------------------------------------------------------------------------ stored with a fingerprint
+def reference(owner: nn.Module, independents: list[nn.Module], seed: int = 0, n_probes: int = 32,
+              seq_len: int = 16, input_shape: tuple[int, ...] | None = None) -> dict[str, Any]:
+    """What a later check needs for calibrated white-box evidence: the probe recipe and both nulls.
+
+    Only scores of independent models are kept (no weights, no activations), so the block can sit in a
+    fingerprint's manifest; the owner's weights come from the registry at check time.
+    """
+    x = probe_inputs(owner, n_probes, seq_len, seed, input_shape)
+    layers = layer_mode(owner, *independents)
+    nulls = fit_nulls(owner, independents, x, layers)
+    return {"seed": seed, "n_probes": n_probes, "seq_len": seq_len, "layers": layers,
+            "input_shape": list(input_shape) if input_shape else None,
+            "nulls": {key: [round(float(s), 6) for s in null.scores] for key, null in nulls.items()}}
+
+
+def check(ref: dict[str, Any], owner: nn.Module, suspect: nn.Module) -> dict[str, Any]:
+    """Both statistics for ``suspect`` with p-values from the stored nulls, compact enough for a report or tags."""
+    shape = tuple(ref["input_shape"]) if ref.get("input_shape") else None
+    x = probe_inputs(owner, int(ref["n_probes"]), int(ref["seq_len"]), int(ref["seed"]), shape)
+    layers = str(ref.get("layers", "auto"))
+    nulls = {key: Null(list(s)) for key, s in ref.get("nulls", {}).items()}
+    if layers == "auto" and layer_mode(owner, suspect) == "linear":  # hidden states cannot be read from a program
+        layers, nulls["cka"] = "linear", None  # so its CKA is not the statistic of the null: no p-value for it
+    full = evidence(owner, suspect, x, {k: v for k, v in nulls.items() if v is not None}, layers)
+    if nulls.get("cka", True) is None:
+        full["cka"]["reason"] = "layer outputs of an exported program; the null was fitted on hidden states"
+    keep = ("score", "p_empirical", "p_normal", "matched", "reason")
+    return {key: {k: ev[k] for k in keep if k in ev} for key, ev in full.items()}

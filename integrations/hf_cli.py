@@ -36,7 +36,9 @@ def protect_repo(repo: str, vault: str, method: str = "ipguard", scenario: str =
         # independent models of the task show what "unrelated" looks like (seeds 1000+); methods that train on a
         # zoo (metav) get their full zoo built (and cached) by fingerprint() instead
         negatives = [train_owner(scenario, seed=1000 + i) for i in range(3)]
-    fp = fingerprint(model, method=method, negatives=negatives, progress=False, **owner_inputs(scenario), **settings)
+    # whitebox: nulls of the CKA / weight-Gram statistics, so scans that download a suspect's weights add them
+    fp = fingerprint(model, method=method, negatives=negatives, progress=False, whitebox=True,
+                     **owner_inputs(scenario), **settings)
     entry = HfVault(vault_uri(vault)).put(fp, f"hf://{name}@{sha}")
     if claim:
         claim_in_card(name, entry)
@@ -110,11 +112,13 @@ def scan_group() -> None:
 @click.option("--executor", type=click.Choice(["thread", "ray"]), default="thread", show_default=True)
 @click.option("--allow-pickle", is_flag=True, help="also load pickled-only repos (weights_only); off by default")
 @click.option("--record/--no-record", default=True, show_default=True, help="write matches to the vault")
+@click.option("--whitebox/--no-whitebox", default=True, show_default=True,
+              help="add CKA / weight-Gram evidence (p-values) when an entry carries a white-box reference")
 @click.option("--out", type=click.Path(dir_okay=False), help="write the JSON report here")
 @click.option("--json", "as_json", is_flag=True, help="print the JSON report instead of the table")
 def scan_hf_cmd(vault: str, search: str | None, author: str | None, filters: tuple[str, ...], limit: int,
-                state: str, workers: int, executor: str, allow_pickle: bool, record: bool, out: str | None,
-                as_json: bool) -> None:
+                state: str, workers: int, executor: str, allow_pickle: bool, record: bool, whitebox: bool,
+                out: str | None, as_json: bool) -> None:
     """List Hub models, drop those no entry can fit, check the rest. Exit 0 nothing found, 1 match, 2 errors."""
     from fp_registry.render import table
 
@@ -125,7 +129,8 @@ def scan_hf_cmd(vault: str, search: str | None, author: str | None, filters: tup
             click.echo(f"  {row['status']:<7} {row['repo']}", err=True)
 
     report = scan(vault_uri(vault), search=search, author=author, filters=filters, limit=limit, state=state,
-                  workers=workers, executor=executor, allow_pickle=allow_pickle, record=record, on_result=progress)
+                  workers=workers, executor=executor, allow_pickle=allow_pickle, record=record, whitebox=whitebox,
+                  on_result=progress)
     data = report.to_dict()
     if out:
         with open(out, "w") as f:

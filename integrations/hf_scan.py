@@ -32,6 +32,7 @@ class ScanContext:
     entries: tuple[dict[str, Any], ...]
     allow_pickle: bool = False
     env: dict[str, str] = field(default_factory=dict)
+    whitebox: bool = True  #: add CKA / weight-Gram evidence where the fingerprint carries a white-box reference
 
     @property
     def entries_key(self) -> str:
@@ -157,10 +158,15 @@ def _check(ctx: ScanContext, cand: Candidate, result: RepoResult) -> None:
 def _verify(ctx: ScanContext, entry: Any, model: Any, suspect: str) -> dict[str, Any]:
     from fp_registry.errors import FpRegistryError, ShapeMismatchError
     from fp_registry.records import Verdict
+    from fp_registry.whitebox_checks import whitebox_evidence
 
     try:
-        v = _fingerprint(ctx, entry).verify(model)
+        fp = _fingerprint(ctx, entry)
+        v = fp.verify(model)
         v = Verdict(**{**v.__dict__, "entry_id": entry.entry_id, "suspect": suspect})
+        wb = whitebox_evidence(fp, entry, model, {"whitebox": ctx.whitebox})
+        if wb is not None:  # the weights are downloaded anyway: white-box evidence beside the verdict
+            v.evidence["whitebox"] = wb
     except ShapeMismatchError as exc:
         v = Verdict.skipped(exc.one_line(), entry.method, entry.entry_id, suspect)
     except FpRegistryError as exc:
@@ -229,7 +235,7 @@ class ScanReport:
 
 def scan(vault: str, *, search: str | None = None, author: str | None = None, filters: Iterable[str] = (),
          limit: int | None = None, state: str | os.PathLike[str] | None = None, workers: int = 2,
-         executor: str = "thread", allow_pickle: bool = False, record: bool = True,
+         executor: str = "thread", allow_pickle: bool = False, record: bool = True, whitebox: bool = True,
          on_result: Callable[[dict[str, Any]], None] | None = None) -> ScanReport:
     """Run one scan; ``state`` makes it resumable, ``on_result`` sees each result as it finishes."""
     from .hf_backend import HfVault, repo_of
@@ -241,7 +247,7 @@ def scan(vault: str, *, search: str | None = None, author: str | None = None, fi
     if not entries:
         report.results.append(asdict(RepoResult(vault, "", "error", "the vault holds no protected entry")))
         return report
-    ctx = ScanContext(vault, tuple(e.to_dict() for e in entries), allow_pickle, _forwarded_env())
+    ctx = ScanContext(vault, tuple(e.to_dict() for e in entries), allow_pickle, _forwarded_env(), whitebox)
     for entry in entries:  # fail early (and once) on a broken vault, before any repo is touched
         _fingerprint(ctx, entry)
     st, own = ScanState(state), {repo_of(e.model_uri) for e in entries}

@@ -149,6 +149,10 @@ def verdict_tags(verdict: Verdict, entry: RegistryEntry | None) -> dict[str, str
     reason = verdict.evidence.get("reason") or verdict.evidence.get("error")
     if reason:
         tags["reason"] = str(reason)[:250]
+    for key, ev in (verdict.evidence.get("whitebox") or {}).items():  # white-box evidence beside the verdict
+        if isinstance(ev, dict) and "score" in ev:
+            tags[f"whitebox.{key}"] = num(ev["score"])
+            tags[f"whitebox.{key}_p"] = num(ev.get("p_normal"))
     return {TAG + k: v for k, v in tags.items()}
 
 

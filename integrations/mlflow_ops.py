@@ -24,7 +24,9 @@ def protect_version(backend: MlflowBackend, name: str, version: str, method: str
         # Independent models of the same task tell the method what "unrelated" looks like (seeds 1000+ are never
         # used as test suspects); methods that train on a zoo (metav) build and cache their own zoo instead.
         extra["negatives"] = [train_owner(scenario, seed=1000 + i) for i in range(n_negatives)]
-    fp = fingerprint(model, method=method, progress=False, **owner_inputs(scenario), **extra, **settings)
+    # whitebox: nulls of the CKA / weight-Gram statistics, so checks of suspects with weights add them
+    fp = fingerprint(model, method=method, progress=False, whitebox=True, **owner_inputs(scenario), **extra,
+                     **settings)
     return backend.put(fp, uri)
 
 

@@ -64,6 +64,13 @@ def test_mlflow_checks_text_models_and_tags_them(server: str, protected: dict[st
     # text-bert models score up to 0.56 on a full zoo), so only the tag's consistency is checked for the independent
     expected = "match" if indep.is_match else "clean"
     assert c.get_model_version("text-indep", versions["indep"]).tags["fp_registry.verdict"] == expected
+    # white-box evidence beside the verdict: registry owner and suspects are exported programs, the null in-memory
+    wb_t, wb_i = tuned.evidence["whitebox"], indep.evidence["whitebox"]
+    for key in ("cka", "weights"):
+        assert wb_t[key]["score"] > wb_i[key]["score"] + 0.2, (key, wb_t, wb_i)
+        assert wb_t[key]["p_empirical"] == pytest.approx(1 / 6)  # the floor with the 5 calibration independents
+    tags = c.get_model_version("text-tuned", versions["tuned"]).tags
+    assert float(tags["fp_registry.whitebox.weights"]) == pytest.approx(wb_t["weights"]["score"], rel=1e-3)
 
 
 def _push_transformers(hub: Any, repo: str, model: Any, tmp: Any) -> str:
@@ -88,6 +95,8 @@ def test_hub_scan_flags_the_transformers_copy(tmp_path_factory, models: dict[str
         report = scan(VAULT, limit=20, state=tmp / "state.jsonl", workers=1)
     rows = {r["repo"]: r for r in report.results}
     assert rows["pirate/text-ft"]["status"] == "match", rows["pirate/text-ft"]
+    wb = {repo: rows[repo]["verdicts"][0]["evidence"]["whitebox"] for repo in ("pirate/text-ft", "other/text-indep")}
+    assert wb["pirate/text-ft"]["weights"]["score"] > wb["other/text-indep"]["weights"]["score"] + 0.2, wb
     indep = fp.verify(models["indep"])  # the same verdict through the Hub as in memory (rough threshold, above)
     assert rows["other/text-indep"]["status"] == ("match" if indep.is_match else "clean"), rows["other/text-indep"]
     assert rows["acme/text-owner"]["status"] == "skipped"

@@ -104,3 +104,47 @@ def test_whitebox_command(tmp_path: Any, models: dict[str, Any], capsys: Any) ->
     ev = json.loads(capsys.readouterr().out)
     assert ev["cka"]["score"] > 0.8 and ev["weights"]["score"] > 0.8
     assert ev["weights"]["p_empirical"] == pytest.approx(1 / 3)
+
+
+def _exported(model: TinyBert, x: torch.Tensor, path: Any) -> Any:
+    """The model as MLflow stores it: a torch.export program with a dynamic batch, saved and loaded back."""
+    from fp_registry.modelio import load_pt2
+
+    program = torch.export.export(model.eval(), (x[:2],), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, str(path))
+    return load_pt2(path)
+
+
+def test_exported_programs_measure_the_same_statistics(models: dict[str, Any], tmp_path: Any) -> None:
+    """Nulls are fitted on in-memory models, registry suspects are exported programs: both must give one statistic."""
+    owner, x = models["owner"], models["probe"]
+    probes = W.probe_inputs(owner, 16, 12, seed=0)
+    exported = {k: _exported(models[k], probes, tmp_path / f"{k}.pt2") for k in ("owner", "tuned")}
+    assert W.probe_inputs(exported["owner"], 16, 12, seed=0).equal(probes)  # vocabulary found in the graph
+    mixed = W.evidence(owner, exported["tuned"], x)
+    both = W.evidence(exported["owner"], exported["tuned"], x)
+    for key in ("cka", "weights"):
+        assert both[key]["score"] == pytest.approx(mixed[key]["score"], abs=1e-6), key
+    assert both["weights"]["matched"] == len(W.weight_matrices(owner))  # embeddings excluded on both sides
+    assert W.evidence(exported["owner"], owner, x)["cka"]["score"] > 0.999
+
+
+def test_checks_report_whitebox_evidence_beside_the_verdict(models: dict[str, Any], tmp_path: Any) -> None:
+    from fp_registry.backends import get_backend
+    from fp_registry.fingerprints import fingerprint
+    from fp_registry.modelio import save_model
+    from fp_registry.pipeline import check_suspect
+
+    owner = models["owner"]
+    fp = fingerprint(owner, method="textprobe", data=models["probe"], negatives=models["null"], whitebox=True,
+                     progress=False, n_points=16, steps=5)
+    assert [len(s) for s in fp.meta["whitebox"]["nulls"].values()] == [2, 2]  # scores of the 2 independents only
+    backend = get_backend(f"file://{tmp_path / 'registry'}")
+    backend.put(fp, str(save_model(owner, tmp_path / "owner")))  # the check loads the owner from this URI
+    [tuned] = check_suspect(models["tuned"], backend, record=False)
+    [indep] = check_suspect(models["indep"], backend, record=False)
+    for key in ("cka", "weights"):
+        assert tuned.evidence["whitebox"][key]["score"] > indep.evidence["whitebox"][key]["score"] + 0.2, key
+    assert tuned.evidence["whitebox"]["weights"]["p_normal"] < 1e-3
+    [off] = check_suspect(models["tuned"], backend, record=False, config={"whitebox": False})
+    assert "whitebox" not in off.evidence and off.score == tuned.score  # evidence beside, never instead of, the verdict
