@@ -107,3 +107,12 @@ def test_refuses_token_owner_without_sentences_or_with_float_noise(case: dict[st
         fpr.fingerprint(owner, method="metav", input_shape=(12,), negatives=[owner], progress=False)
     with pytest.raises(NotApplicableError, match="input_noise"):
         fpr.fingerprint(owner, method="metav", data=case["x"], negatives=[owner], input_noise=0.1, progress=False)
+
+
+def test_smaller_vocabulary_is_a_clear_error(case: dict[str, Any]) -> None:
+    from fp_registry.errors import ShapeMismatchError
+
+    small = TinyBert(vocab_size=64)
+    for suspect in (small, token_api(small.bert)):  # white box and a black box that only takes ids
+        with pytest.raises(ShapeMismatchError, match="vocabulary"):
+            case["fp"].verify(suspect)

@@ -290,9 +290,7 @@ class MetaV(Method):
         lr_q = float(s["lr_tokens"] if tokens else s["lr_queries"])
         opt_q = torch.optim.Adam([queries.w], lr=lr_q) if adaptive else None
         snapshot = (lambda: queries.ids()) if tokens else (lambda: queries().detach().clone())  # noqa: E731
-
         signed = not s["monotone"]
-
         same = s["center"] == "owner"  # the owner's features are the reference itself: skip a forward pass
 
         def v_of(m: _Member, x: torch.Tensor, ref: torch.Tensor, params: Any = None) -> torch.Tensor:
@@ -376,7 +374,11 @@ class MetaV(Method):
         x = fp.prepared("metav.queries", lambda: fp.tensors["queries"]["x"].clone())
         meta = fp.info.get("verifier", {})
         layers, shift, scale = fp.prepared("metav.numpy", lambda: self._numpy_verifier(fp))
-        out = suspect.outputs(x, fp.task, int(fp.spec["output_dim"])).numpy().astype(np.float64)
+        try:
+            out = suspect.outputs(x, fp.task, int(fp.spec["output_dim"])).numpy().astype(np.float64)
+        except IndexError as exc:  # e.g. token ids beyond the suspect's embedding table
+            raise ShapeMismatchError(f"suspect {suspect.name} failed on the queries ({str(exc)[:80]}); token-id "
+                                     f"suspects: its vocabulary is smaller than the owner's") from exc
         feats = numpy_features(out, fp.task, str(meta.get("features", "prob"))).reshape(1, -1)
         if feats.shape[1] != shift.size:
             raise ShapeMismatchError(f"suspect {suspect.name} gives {feats.shape[1]} features, "
