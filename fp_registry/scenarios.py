@@ -64,9 +64,9 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              "intermediate": 64, "dropout": 0.0}, epochs=14, lr=2e-3,
              alt_archs=(("tinybert", {"hidden": 16, "layers": 1, "heads": 2, "intermediate": 32, "dropout": 0.0}),
                         ("tinybert", {"hidden": 64, "layers": 2, "heads": 4, "intermediate": 128, "dropout": 0.0}))),
-    # a causal LM over a locally generated language (int64 contexts (N, 16)); its output is the next-token logits
+    # a causal LM over a locally generated language (int64 contexts (N, 12)); its output is the next-token logits
     Scenario("text-gpt", "classification", "synthlm", "tinygpt", {"n_embd": 32, "layers": 2, "heads": 2},
-             epochs=12, lr=2e-3,
+             epochs=20, lr=2e-3,
              alt_archs=(("tinygpt", {"n_embd": 16, "layers": 1, "heads": 2}),
                         ("tinygpt", {"n_embd": 64, "layers": 2, "heads": 4}))),
 ]}

@@ -18,7 +18,7 @@ NOUNS = range(4, 36)           # 4 classes x 8 nouns
 VERBS = range(36, 68)          # 4 classes x 8 verbs
 WORDS = range(68, 256)         # modifier / object words, linked by a sparse Markov chain
 VOCAB_SIZE = 256
-CONTEXT = 16                   # tokens per query row; the label is the token that follows them
+CONTEXT = 12                   # tokens per query row; the label is the token that follows them
 GRAMMAR_SEED = 77              # the language itself is fixed; data seeds only change the sampled text
 
 
@@ -50,10 +50,17 @@ class TinyGPT(RefNet):
         return self.gpt(input_ids=ids, attention_mask=attention_mask, use_cache=False).logits[:, -1]
 
     def lm_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Causal LM cross-entropy over every position of ``x`` followed by ``y`` (the whole row teaches)."""
-        seq = torch.cat([x.long(), y.long().reshape(-1, 1)], dim=1)
-        logits = self.gpt(input_ids=seq[:, :-1], use_cache=False).logits
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), seq[:, 1:].reshape(-1))
+        """Cross-entropy of ``y`` after ``x``, plus the causal LM loss of every earlier position, equally weighted.
+
+        Why both: ``fit(x, y)`` asks for ``y`` (the label is the black-box output), and the earlier positions are
+        free extra supervision (400 steps reach a held-out CE of ~3.4 nats against 4.7 with the label alone).
+        Why equal weights: with a plain mean over positions the label would be 1/CONTEXT of the loss, and an
+        extractor's teacher labels (fit on its queries) would hardly shape the student at all.
+        """
+        logits = self.gpt(input_ids=x.long(), use_cache=False).logits
+        last = F.cross_entropy(logits[:, -1], y.long())
+        rest = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), x[:, 1:].long().reshape(-1))
+        return 0.5 * (last + rest)
 
     def reinitialise(self, seed: int) -> "TinyGPT":
         """A same-config model with fresh GPT-2-style initial weights (an independent model's start)."""
@@ -117,7 +124,7 @@ def _sentence(rng: np.random.Generator, succ: np.ndarray, obj: np.ndarray) -> li
     return [noun, *mods, verb, *objects, DOT]
 
 
-def synthetic_lm(n: int = 4000, seed: int = 2025) -> tuple[np.ndarray, np.ndarray, None]:
+def synthetic_lm(n: int = 2400, seed: int = 2025) -> tuple[np.ndarray, np.ndarray, None]:
     """The ``synthlm`` dataset: (context ids int64 (n, CONTEXT), next token int64 (n,), no continuous domain).
 
     Every row is cut at a random offset from its own freshly sampled text, so rows share no text.
