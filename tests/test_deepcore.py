@@ -187,3 +187,12 @@ def test_candidate_ranking_prefers_points_copies_keep_and_homologous_lose() -> N
     assert candidate_ranking(own, homologous, [])[:2].tolist() == [1, 2]
     assert candidate_ranking(own, homologous, copies)[:2].tolist() == [2, 0]  # 1 is lost by copies too
     assert candidate_ranking(own, homologous, [], worst=True)[0].item() == 1  # the only point no one agrees on
+
+
+def test_token_deepcore_soft_similarity(bert: dict[str, Any]) -> None:
+    fp = fpr.fingerprint(bert["owner"], method="deepcore", similarity="soft", data=bert["x"], labels=bert["y"],
+                         zoo=small_zoo(bert, ("hom1",), ("hom2", "copy")), n_points=30, token_candidates=120,
+                         steps=12, progress=False)
+    assert fp.verify(bert["copy"]).score == pytest.approx(1.0, abs=1e-5)
+    tuned, unseen = fp.verify(bert["tuned"]), fp.verify(bert["hom3"])
+    assert tuned.score > unseen.score, (tuned.score, unseen.score)
