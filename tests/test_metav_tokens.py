@@ -13,7 +13,7 @@ from fp_registry.errors import NotApplicableError
 from fp_registry.text import CLS, SEP, VOCAB_SIZE, TinyBert, synthetic_text, token_api
 from fp_registry.training import fit
 
-SETTINGS = {"n_queries": 12, "steps": 60, "eval_every": 10}
+SETTINGS = {"n_queries": 12, "token_steps": 60, "eval_every": 10}
 
 
 def _trained(seed: int, x: torch.Tensor, y: torch.Tensor, steps: int) -> TinyBert:

@@ -151,7 +151,8 @@ class MetaV(Method):
                                 "score_temperature": 0.5, "features": "logprob", "center": "owner",
                                 "aug_pos": 3, "aug_neg": 3, "aug_noise": 0.15, "aug_prune": 0.7,
                                 "hidden": [], "monotone": True,
-                                "init": "mixed", "select": "aruc", "lr_tokens": 0.05, "token_scale": 3.0}
+                                "init": "mixed", "select": "aruc", "lr_tokens": 0.05, "token_scale": 3.0,
+                                "token_steps": 1600}  # token owners: chosen on calibration splits (README)
     default_threshold = 0.5
     input_kinds = ("float32", "int64")  # token ids: straight-through one-hots (metav_tokens.py)
 
@@ -299,7 +300,7 @@ class MetaV(Method):
 
         best: dict[str, Any] = {"key": (-1.0, -math.inf), "step": 0, "auc": None, "x": snapshot(),
                                 "verifier": plain_state(verifier)}
-        bad, steps = 0, int(s["steps"])
+        bad, steps = 0, int(s["token_steps"] if tokens else s["steps"])
         bar = tqdm(range(steps), desc="metav", disable=not progress, leave=False)
         for step in bar:
             verifier.train()
