@@ -42,14 +42,15 @@ def load_zoo(scenario: str, seed: int, cache: str) -> tuple[Any, Any]:
 
 def candidates(owner: Any, eps: float, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """DeepCore's candidate points and the owner's probabilities on them (same code path as build())."""
-    from fp_registry.algorithms.deepcore import DeepCore, _other_class
+    from fp_registry.algorithms.deepcore import DeepCore
+    from fp_registry.algorithms.textprobe import other_class
 
     dc = DeepCore(eps=eps, n_candidates=n)
     gen = torch.Generator().manual_seed(seed)
     x0 = dc._seeds(owner, gen, n)
     with torch.no_grad():
         own = owner.module(x0).argmax(1)
-    x = dc._optimise(owner.module, owner, x0, _other_class(own, owner.output_dim, gen))
+    x = dc._optimise(owner.module, owner, x0, other_class(own, owner.output_dim, gen))
     with torch.no_grad():
         return x, torch.softmax(owner.module(x), 1)
 

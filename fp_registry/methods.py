@@ -182,7 +182,7 @@ class Method(ABC):
         kind = getattr(owner, "input_kind", "float32")
         if kind not in self.input_kinds:
             names = {"float32": "continuous (float32)", "int64": "token-id (int64)"}
-            hint = "textprobe" if kind == "int64" else "ipguard, metav, tafa or deepcore"
+            hint = "textprobe, metav or deepcore" if kind == "int64" else "ipguard, metav, tafa or deepcore"
             raise NotApplicableError(f"method {self.name} does not support {names.get(kind, kind)} inputs "
                                      f"(supports: {', '.join(names.get(k, k) for k in self.input_kinds)})",
                                      f"use {hint}")

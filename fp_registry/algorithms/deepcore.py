@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from fp_registry.algorithms.deepcore_tokens import build_tokens, check_suspect_vocab, check_token_owner
+from fp_registry.algorithms.textprobe import other_class
 from fp_registry.errors import NotApplicableError, ShapeMismatchError, UsageError
 from fp_registry.methods import Built, Method, Owner
 from fp_registry.suspect import match_rate
@@ -101,7 +102,7 @@ class DeepCore(Method):
         model = owner.module
         with torch.no_grad():
             own = model(x0).argmax(1)
-        targets = own if self.settings["target"] == "own" else _other_class(own, owner.output_dim, gen)
+        targets = own if self.settings["target"] == "own" else other_class(own, owner.output_dim, gen)
         x = self._optimise(model, owner, x0, targets)
         with torch.no_grad():
             probs = torch.softmax(model(x), dim=1)
@@ -248,7 +249,3 @@ def _centred_log_np(probs: np.ndarray) -> np.ndarray:
     logp = np.log(np.maximum(probs, 1e-12))
     return logp - logp.mean(1, keepdims=True)
 
-
-def _other_class(own: torch.Tensor, n_classes: int, gen: torch.Generator) -> torch.Tensor:
-    j = torch.randint(n_classes - 1, (len(own),), generator=gen)
-    return j + (j >= own).long()  # uniform over the classes the owner does not predict

@@ -29,7 +29,7 @@ def token_candidates(owner: Owner, settings: dict[str, Any], seed: int) -> tuple
     The search only queries the owner, so token DeepCore also works for a black-box owner. Ids are never cast
     to float anywhere on this path.
     """
-    from fp_registry.algorithms.textprobe import TextProbe, _other_class
+    from fp_registry.algorithms.textprobe import TextProbe, other_class
 
     n = int(settings["token_candidates"])  # why not n_candidates: each search round costs 16 owner queries/point
     probe = TextProbe(n_points=n, gamma=float(settings["gamma"]), steps=int(settings["steps"]),
@@ -38,11 +38,11 @@ def token_candidates(owner: Owner, settings: dict[str, Any], seed: int) -> tuple
     data = owner.data.reshape(len(owner.data), -1)
     span = (1, data.shape[1] - 1)  # [CLS] / [SEP] positions stay as in the seed sentence
     pool = torch.unique(data[:, span[0]:span[1]])
-    x = probe._seeds(owner, data, pool, span[0], span[1], gen)
+    x = probe.seed_points(owner, data, pool, span[0], span[1], gen)
     query = Suspect(owner.model, name="owner")
     own = query.outputs(x, "classification", owner.output_dim).argmax(1)
-    targets = _other_class(own, owner.output_dim, gen)
-    x = probe._search(query, owner.output_dim, x, targets, pool, span, gen)
+    targets = other_class(own, owner.output_dim, gen)
+    x = probe.search_points(query, owner.output_dim, x, targets, pool, span, gen)
     return x, targets, {"max_token": int(data.max()), "owner_queries": query.n_queries}
 
 
@@ -60,6 +60,6 @@ def build_tokens(method: Any, owner: Owner, zoo: Any, seed: int) -> Built:
 
 def check_suspect_vocab(fp: Any, suspect: Any) -> None:
     """A suspect whose vocabulary is smaller than the fingerprint's ids gets a clear error before any query."""
-    from fp_registry.algorithms.textprobe import _check_vocab
+    from fp_registry.algorithms.textprobe import check_vocab
 
-    _check_vocab(suspect, int(fp.info.get("max_token", int(fp.tensors["core"]["x"].max()))))
+    check_vocab(suspect, int(fp.info.get("max_token", int(fp.tensors["core"]["x"].max()))))

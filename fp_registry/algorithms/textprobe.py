@@ -55,11 +55,11 @@ class TextProbe(Method):
         data = owner.data.reshape(len(owner.data), -1)
         lo_pos, hi_pos = (1, data.shape[1] - 1) if self.settings["keep_ends"] else (0, data.shape[1])
         pool = torch.unique(data[:, lo_pos:hi_pos])  # ids a real sentence can hold at the editable positions
-        x = self._seeds(owner, data, pool, lo_pos, hi_pos, gen)
+        x = self.seed_points(owner, data, pool, lo_pos, hi_pos, gen)
         query = Suspect(owner.model, name="owner")
         own = self._logp(query, x, owner.output_dim).argmax(1)
-        targets = own if self.settings["target"] == "own" else _other_class(own, owner.output_dim, gen)
-        x = self._search(query, owner.output_dim, x, targets, pool, (lo_pos, hi_pos), gen)
+        targets = own if self.settings["target"] == "own" else other_class(own, owner.output_dim, gen)
+        x = self.search_points(query, owner.output_dim, x, targets, pool, (lo_pos, hi_pos), gen)
         logp = self._logp(query, x, owner.output_dim)
         rows = torch.arange(len(x))
         info = {"reached_gamma": float((logp[rows, targets].exp() >= float(self.settings["gamma"])).float().mean()),
@@ -67,7 +67,7 @@ class TextProbe(Method):
                 "owner_queries": query.n_queries}
         return Built({"core": {"x": x, "probs": logp.exp(), "targets": targets}}, info)
 
-    def _seeds(self, owner: Owner, data: torch.Tensor, pool: torch.Tensor, lo: int, hi: int,
+    def seed_points(self, owner: Owner, data: torch.Tensor, pool: torch.Tensor, lo: int, hi: int,
                gen: torch.Generator) -> torch.Tensor:
         n = int(self.settings["n_points"])
         n_data = {"data": n, "noise": 0, "mix": n // 2}[self.settings["seeds"]]
@@ -80,8 +80,8 @@ class TextProbe(Method):
     def _logp(query: Suspect, x: torch.Tensor, output_dim: int) -> torch.Tensor:
         return query.outputs(x, "classification", output_dim).clamp_min(1e-12).log()
 
-    def _search(self, query: Suspect, output_dim: int, x: torch.Tensor, targets: torch.Tensor, pool: torch.Tensor,
-                span: tuple[int, int], gen: torch.Generator) -> torch.Tensor:
+    def search_points(self, query: Suspect, output_dim: int, x: torch.Tensor, targets: torch.Tensor,
+                      pool: torch.Tensor, span: tuple[int, int], gen: torch.Generator) -> torch.Tensor:
         """Greedy single-token substitutions that raise log p_target, one batched owner query per round."""
         x, c = x.clone(), int(self.settings["candidates"])
         log_gamma = torch.tensor(float(self.settings["gamma"])).log()
@@ -104,7 +104,7 @@ class TextProbe(Method):
 
     def score(self, fp: Any, suspect: Any) -> tuple[float, dict[str, Any]]:
         core = fp.tensors["core"]
-        _check_vocab(suspect, int(fp.info.get("max_token", int(core["x"].max()))))
+        check_vocab(suspect, int(fp.info.get("max_token", int(core["x"].max()))))
         try:
             probs = suspect.outputs(core["x"], "classification", fp.spec["output_dim"])
         except IndexError as exc:  # an embedding table smaller than the fingerprint's ids
@@ -114,7 +114,7 @@ class TextProbe(Method):
         return max(s, 0.0), {"soft_similarity": s, "space": "logprob", "n_points": len(probs)}
 
 
-def _check_vocab(suspect: Any, max_token: int) -> None:
+def check_vocab(suspect: Any, max_token: int) -> None:
     """A white-box suspect whose config names a smaller vocabulary gets a clear error before any query."""
     module = getattr(suspect, "module", None)
     config = getattr(getattr(module, "bert", module), "config", None)
@@ -130,6 +130,6 @@ def _centred_log(probs: torch.Tensor) -> torch.Tensor:
     return logp - logp.mean(1, keepdim=True)
 
 
-def _other_class(own: torch.Tensor, n_classes: int, gen: torch.Generator) -> torch.Tensor:
+def other_class(own: torch.Tensor, n_classes: int, gen: torch.Generator) -> torch.Tensor:
     j = torch.randint(n_classes - 1, (len(own),), generator=gen)
     return j + (j >= own).long()  # uniform over the classes the owner does not predict
