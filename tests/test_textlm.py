@@ -1,4 +1,4 @@
-"""Causal LM owner (text-gpt): it learns the synthetic language, token-only black boxes verify, copies beat independents."""
+"""Causal LM owner (text-gpt): it learns the language, token-only black boxes verify, copies beat independents."""
 from __future__ import annotations
 
 import copy
