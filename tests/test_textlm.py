@@ -116,7 +116,7 @@ def test_zoo_attacks_touch_gpt2_projections(lm: dict[str, Any]) -> None:
 def test_metav_refuses_or_works_cleanly(lm: dict[str, Any]) -> None:
     try:
         fp = fpr.fingerprint(lm["owner"], method="metav", data=lm["x"], labels=lm["y"], negatives=lm["neg"],
-                             n_queries=8, steps=20, progress=False)
+                             n_queries=8, steps=20, token_steps=20, progress=False)
     except NotApplicableError as exc:
         assert exc.one_line()
         return
