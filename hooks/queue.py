@@ -75,6 +75,13 @@ class Queue:
         with self._db() as db:
             return dict(db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall())
 
+    def has_open(self, prefix: str) -> bool:
+        """Whether a pending or running job's key starts with ``prefix`` (e.g. one version from any source)."""
+        with self._db() as db:
+            row = db.execute("SELECT 1 FROM jobs WHERE substr(key, 1, ?) = ? AND status IN ('pending', 'running') "
+                             "LIMIT 1", (len(prefix), prefix)).fetchone()
+            return row is not None
+
     def status(self, key: str) -> str | None:
         with self._db() as db:
             row = db.execute("SELECT status FROM jobs WHERE key=?", (key,)).fetchone()

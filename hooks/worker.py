@@ -50,6 +50,8 @@ def reconcile_mlflow(queue: Queue, registry: str) -> int:
     added = 0
     for name, version in unchecked_versions(MlflowBackend(registry)):
         event = UploadEvent("mlflow", name, version, f"models:/{name}/{version}", {"source": "reconcile"})
+        if queue.has_open(idempotency_key(event).rsplit(":", 1)[0] + ":"):
+            continue  # not checked yet because its job (from a webhook or an earlier sweep) is still waiting
         added += queue.enqueue(idempotency_key(event), event.to_dict())
     return added
 

@@ -32,3 +32,21 @@ def test_version_creation_enqueues_one_check(tmp_path, monkeypatch):
     key, payload = q.claim()
     assert (payload["name"], payload["version"]) == ("m", "3")
     assert payload["payload"]["registry"].startswith("http://localhost")
+
+
+def test_reconciliation_skips_versions_whose_check_is_still_open(tmp_path, monkeypatch):
+    """A sweep must not queue a second check of a version whose webhook job has not run yet (or is running)."""
+    from fp_registry.hooks import worker
+    from fp_registry.hooks.queue import Queue
+    from fp_registry.integrations import mlflow_ops
+
+    q = Queue(tmp_path / "q.db")
+    q.enqueue("mlflow:m:1:webhook", {"name": "m", "version": "1"})
+    q.enqueue("mlflow:m:2:webhook", {"name": "m", "version": "2"})
+    q.done(q.claim()[0])  # m/1 checked (its tag may still be on its way), m/2 waiting
+    q.enqueue("mlflow:m:20:webhook", {"name": "m", "version": "20"})  # a prefix of another key must not count
+    monkeypatch.setattr(mlflow_ops, "unchecked_versions", lambda backend: [("m", "1"), ("m", "2"), ("m", "3")])
+    monkeypatch.setattr("fp_registry.integrations.mlflow_backend.MlflowBackend", lambda uri: None)
+    assert worker.reconcile_mlflow(q, "mlflow+http://unused") == 2  # m/1 (done, still untagged) and m/3
+    assert q.status("mlflow:m:1:reconcile") == "pending" and q.status("mlflow:m:3:reconcile") == "pending"
+    assert q.status("mlflow:m:2:reconcile") is None

@@ -121,7 +121,7 @@ def test_wrong_or_missing_signature_is_401_and_nothing_queued(receiver):
     from fp_registry.hooks.receiver import expected_signature
 
     deadline = time.time() + 60  # let the previous test's jobs finish, so only a forged delivery could change counts
-    while set(receiver["queue"].counts()) & {"queued", "running"} and time.time() < deadline:
+    while set(receiver["queue"].counts()) & {"pending", "running"} and time.time() < deadline:
         time.sleep(0.2)
     before = receiver["queue"].counts()
     body = json.dumps({"entity": "model_version", "action": "created",
