@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -130,14 +131,21 @@ def load_path(path: str | os.PathLike[str], allow_pickle: bool = False) -> nn.Mo
     raise ModelLoadError(f"unknown model format {p.suffix!r} for {p.name}")
 
 
+#: held around torch.export tracing, program loading and graph interpretation in this process. Why: they share
+#: process-wide tracing state, and a worker thread loading a program while another thread exports one (the demo,
+#: the tests: register while the in-process worker checks) corrupted it ("Trying to pop empty mode stack").
+EXPORT_LOCK = threading.RLock()
+
+
 def load_pt2(path: Path) -> nn.Module:
     """Load a ``torch.export`` program and return a callable module."""
-    try:
-        program = torch.export.load(str(path))
-    except Exception as exc:  # torch raises many types for a corrupt archive
-        raise ModelLoadError(f"{path.name} is not a valid torch.export program: {exc.__class__.__name__}") from exc
-    batch = static_batch_size(program)
-    module = program.module() if batch is None else FixedBatch(program.module(), batch)
+    with EXPORT_LOCK:
+        try:
+            program = torch.export.load(str(path))
+        except Exception as exc:  # torch raises many types for a corrupt archive
+            raise ModelLoadError(f"{path.name} is not a valid torch.export program: {exc.__class__.__name__}") from exc
+        batch = static_batch_size(program)
+        module = program.module() if batch is None else FixedBatch(program.module(), batch)
     dtype = getattr(_first_input(program), "dtype", None)
     if dtype is not None and not dtype.is_floating_point:
         module.input_kind = "int64"  # token ids: a program has no config or embedding to tell it by

@@ -84,7 +84,10 @@ def _graph_outputs(graph: Any, x: torch.Tensor, rows: torch.Tensor | None = None
                     got.append(out.reshape(-1, out.shape[-1])[rows].double())
             return out
 
-    Recorder(graph).run(x)
+    from .modelio import EXPORT_LOCK
+
+    with EXPORT_LOCK:  # fx interpretation uses process-wide tracing state, as exports and program loads do
+        Recorder(graph).run(x)
     return got
 
 

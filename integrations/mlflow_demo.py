@@ -19,10 +19,14 @@ def register_model_version(url: str, name: str, model: torch.nn.Module, example:
     import mlflow
     import mlflow.pytorch
 
+    from fp_registry.modelio import EXPORT_LOCK
+
     mlflow.set_tracking_uri(url)
-    # pip_requirements skips MLflow's requirement inference, a ~10 s subprocess per model.
-    info = mlflow.pytorch.log_model(model.eval(), name="model", input_example=example[:2].numpy(),
-                                    registered_model_name=name, pip_requirements=["torch"])
+    # pip_requirements skips MLflow's requirement inference, a ~10 s subprocess per model; the lock keeps this
+    # export apart from an in-process worker loading programs (see EXPORT_LOCK)
+    with EXPORT_LOCK:
+        info = mlflow.pytorch.log_model(model.eval(), name="model", input_example=example[:2].numpy(),
+                                        registered_model_name=name, pip_requirements=["torch"])
     return str(info.registered_model_version)
 
 
