@@ -83,8 +83,8 @@ class Suspect:
     def outputs(self, x: torch.Tensor, task: str, output_dim: int) -> torch.Tensor:
         """Canonical outputs (N, output_dim); a wrong output size is a clear error, not a stack trace."""
         raw = self.raw(x)
-        if task == "classification" and (raw.ndim == 1 or (raw.ndim == 2 and raw.shape[1] == 1 and output_dim > 1)):
-            out = canonicalize_labels(raw.round().clamp(0, output_dim - 1), output_dim)
+        if task == "classification" and _label_only(raw, output_dim):
+            out = _one_hot(raw, output_dim)
         else:
             out = canonicalize(task, raw)
         if out.shape[1] != output_dim:
@@ -95,9 +95,8 @@ class Suspect:
     def log_scores(self, x: torch.Tensor, output_dim: int) -> np.ndarray:
         """A classifier's class log-scores (N, output_dim) as float32 numpy; see :func:`tasks.log_scores`."""
         raw = self.raw(x)
-        if raw.ndim == 1 or (raw.ndim == 2 and raw.shape[1] == 1 and output_dim > 1):  # a label-only API
-            onehot = canonicalize_labels(raw.round().clamp(0, output_dim - 1), output_dim).numpy()
-            return np.log(np.maximum(onehot, 1e-38))
+        if _label_only(raw, output_dim):
+            return np.log(np.maximum(_one_hot(raw, output_dim).numpy(), 1e-38))
         a = raw.detach().reshape(len(raw), -1).numpy()
         if a.shape[1] != output_dim:
             raise ShapeMismatchError(f"suspect {self.name} returns {a.shape[1]} outputs per input, "
@@ -118,6 +117,15 @@ class Suspect:
             raise ShapeMismatchError(f"suspect {self.name} returns {width} classes, the fingerprint expects "
                                      f"{n_classes}")
         return out
+
+
+def _label_only(raw: torch.Tensor, output_dim: int) -> bool:
+    """A label-only API: one number per input although the task has several classes."""
+    return raw.ndim == 1 or (raw.ndim == 2 and raw.shape[1] == 1 and output_dim > 1)
+
+
+def _one_hot(raw: torch.Tensor, output_dim: int) -> torch.Tensor:
+    return canonicalize_labels(raw.round().clamp(0, output_dim - 1), output_dim)
 
 
 class _eval_mode:

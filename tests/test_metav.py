@@ -10,6 +10,7 @@ import torch
 import fp_registry as fpr
 from fp_registry.calibration import choose_threshold
 from fp_registry.errors import ShapeMismatchError, UsageError
+from modelkit import noised
 
 SETTINGS = {"n_queries": 10, "steps": 60, "eval_every": 10}
 
@@ -33,22 +34,12 @@ def _train(name: str, seed: int, epochs: int) -> torch.nn.Module:
     return sc.train(sc.build(seed), x, y, seed, epochs=epochs).eval()
 
 
-def _noised(model: torch.nn.Module, seed: int, sigma: float) -> torch.nn.Module:
-    """A derived copy: small relative Gaussian noise on every weight."""
-    m = copy.deepcopy(model)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(sigma * p.abs().mean() * torch.randn(p.shape, generator=g))
-    return m.eval()
-
-
 def _case(name: str) -> dict[str, Any]:
     from fp_registry.scenarios import owner_inputs
 
     epochs = 4
     owner = _train(name, 0, epochs)
-    positives = [_noised(owner, s, 0.02 + 0.01 * (s % 3)) for s in range(6)]
+    positives = [noised(owner, s, 0.02 + 0.01 * (s % 3)) for s in range(6)]
     negatives = [_train(name, 100 + s, epochs) for s in range(5)]
     kw = owner_inputs(name)
     fp = fpr.fingerprint(owner, method="metav", positives=positives[:4], negatives=negatives[:4], progress=False,
@@ -130,7 +121,7 @@ def test_reproducible_from_seed_and_needs_negatives() -> None:
     kw = owner_inputs("diabetes-fcn")
     owner = _train("diabetes-fcn", 0, 3)
     negs = [_train("diabetes-fcn", 50 + s, 3) for s in range(2)]
-    pos = [_noised(owner, 1, 0.05), _noised(owner, 2, 0.05)]
+    pos = [noised(owner, 1, 0.05), noised(owner, 2, 0.05)]
     small = {**SETTINGS, "steps": 20}
     a = fpr.fingerprint(owner, method="metav", positives=pos, negatives=negs, seed=3, progress=False, **kw, **small)
     b = fpr.fingerprint(owner, method="metav", positives=pos, negatives=negs, seed=3, progress=False, **kw, **small)

@@ -12,6 +12,7 @@ from fp_registry.algorithms.metav_tokens import OneHotFeed, TokenQueries
 from fp_registry.errors import NotApplicableError
 from fp_registry.text import CLS, SEP, VOCAB_SIZE, TinyBert, synthetic_text, token_api
 from fp_registry.training import fit
+from modelkit import noised
 
 SETTINGS = {"n_queries": 12, "token_steps": 60, "eval_every": 10}
 
@@ -19,15 +20,6 @@ SETTINGS = {"n_queries": 12, "token_steps": 60, "eval_every": 10}
 def _trained(seed: int, x: torch.Tensor, y: torch.Tensor, steps: int) -> TinyBert:
     torch.manual_seed(seed)
     return fit(TinyBert(), "classification", x, y, steps=steps, lr=2e-3, batch_size=64, seed=seed).eval()
-
-
-def _noised(model: TinyBert, seed: int, sigma: float) -> TinyBert:
-    m = copy.deepcopy(model)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(sigma * p.abs().mean() * torch.randn(p.shape, generator=g))
-    return m.eval()
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +31,7 @@ def case() -> dict[str, Any]:
     owner = _trained(0, xt[:900], yt[:900], 300)
     tuned = fit(copy.deepcopy(owner), "classification", xt[900:], yt[900:], steps=30, lr=1e-3, seed=5).eval()
     negs = [_trained(10 + s, xt[:900], yt[:900], 200) for s in range(5)]
-    pos = [_noised(owner, s, 0.03 + 0.01 * (s % 2)) for s in range(4)]
+    pos = [noised(owner, s, 0.03 + 0.01 * (s % 2)) for s in range(4)]
     # one training negative is a pure black box (ids in, logits out): it must contribute without gradients
     fp = fpr.fingerprint(owner, method="metav", data=xt[:900], labels=yt[:900], positives=pos,
                          negatives=[token_api(negs[0].bert), *negs[1:4]], progress=False, **SETTINGS)
@@ -68,8 +60,8 @@ def test_black_box_token_suspects_score_like_the_module(case: dict[str, Any]) ->
 def test_derived_copy_scores_above_an_independent_model(case: dict[str, Any]) -> None:
     fp = case["fp"]
     tuned, indep = fp.verify(case["tuned"]).score, fp.verify(case["unseen_neg"]).score  # neither seen in training
-    noised = fp.verify(_noised(case["owner"], 99, 0.03)).score
-    assert tuned > indep and noised > indep, (tuned, noised, indep)
+    noisy = fp.verify(noised(case["owner"], 99, 0.03)).score
+    assert tuned > indep and noisy > indep, (tuned, noisy, indep)
 
 
 def test_save_load_round_trip(case: dict[str, Any], tmp_path: Any) -> None:
