@@ -1,14 +1,16 @@
 """TextProbe: DeepCore-style core points for token-id classifiers, found by discrete search, matched on log-probs."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from fp_registry.algorithms import textprobe_confer as confer
 from fp_registry.errors import NotApplicableError, ShapeMismatchError, UsageError
 from fp_registry.methods import Built, Method, Owner
-from fp_registry.suspect import Suspect
+from fp_registry.suspect import Suspect, match_rate
 
 
 class TextProbe(Method):
@@ -22,6 +24,13 @@ class TextProbe(Method):
     the owner are used, so the owner may itself be a black box. Score: mean cosine between the suspect's and
     the owner's centred log-probabilities on the points (as DeepCore's soft similarity), clipped at 0.
     Ids are never cast to float; the first and last positions ([CLS]/[SEP]) stay as in the seed (``keep_ends``).
+
+    With a zoo's train split (``confer`` > 0, the default): ``confer`` conferrable rows are kept from
+    ``confer_candidates`` random-id rows (:mod:`textprobe_confer`), scored by top-1 agreement with the owner, and
+    the score becomes ``Phi(max(z_soft, z_agree))``: each statistic as a z-score against train independents that
+    took no part in the selection, so a copy that keeps either the owner's log-prob profile (fine-tuning,
+    pruning) or only its labels (label-only extraction) stands out. Without a train split the score is the soft
+    similarity alone, as above.
     """
 
     name = "textprobe"
@@ -31,7 +40,7 @@ class TextProbe(Method):
     input_kinds = ("int64",)
     fidelity = "our design (DeepCore-style core points, discrete search for token inputs)"
     defaults: dict[str, Any] = {"n_points": 64, "gamma": 0.9, "steps": 30, "candidates": 16, "seeds": "mix",
-                                "target": "other", "keep_ends": True}
+                                "target": "other", "keep_ends": True, "confer": 200, "confer_candidates": 3000}
     default_threshold = 0.5
 
     def __init__(self, **settings: Any) -> None:
@@ -63,9 +72,18 @@ class TextProbe(Method):
         logp = self._logp(query, x, owner.output_dim)
         rows = torch.arange(len(x))
         info = {"reached_gamma": float((logp[rows, targets].exp() >= float(self.settings["gamma"])).float().mean()),
-                "on_target": float((logp.argmax(1) == targets).float().mean()), "max_token": int(data.max()),
-                "owner_queries": query.n_queries}
-        return Built({"core": {"x": x, "probs": logp.exp(), "targets": targets}}, info)
+                "on_target": float((logp.argmax(1) == targets).float().mean()), "max_token": int(data.max())}
+        tensors = {"core": {"x": x, "probs": logp.exp(), "targets": targets}}
+        if int(self.settings["confer"]) > 0 and confer.usable(zoo):
+            rows_c = confer.candidate_rows(int(self.settings["confer_candidates"]), data.shape[1], int(data.max()) + 1,
+                                           gen)
+            xc, own_c, held_back = confer.select(query, zoo, rows_c.reshape(-1, *owner.input_shape),
+                                                 int(self.settings["confer"]))
+            tensors["confer"] = {"x": xc, "labels": own_c}
+            stats = [self._statistics(tensors, Suspect(m, "reference"), owner.output_dim) for m in held_back]
+            info["confer_reference"] = confer.reference(stats).to_dict()
+        info["owner_queries"] = query.n_queries
+        return Built(tensors, info)
 
     def seed_points(self, owner: Owner, data: torch.Tensor, pool: torch.Tensor, lo: int, hi: int,
                gen: torch.Generator) -> torch.Tensor:
@@ -105,13 +123,29 @@ class TextProbe(Method):
     def score(self, fp: Any, suspect: Any) -> tuple[float, dict[str, Any]]:
         core = fp.tensors["core"]
         check_vocab(suspect, int(fp.info.get("max_token", int(core["x"].max()))))
+        soft, agree = self._statistics(fp.tensors, suspect, int(fp.spec["output_dim"]))
+        evidence = {"soft_similarity": soft, "space": "logprob", "n_points": len(core["x"])}
+        if agree is None:
+            return max(soft, 0.0), evidence
+        z_soft, z_agree = confer.Reference(**fp.info["confer_reference"]).z(soft, agree)
+        z = max(z_soft, z_agree)
+        evidence.update({"agreement": agree, "z_soft": z_soft, "z_agreement": z_agree,
+                         "n_conferrable": len(fp.tensors["confer"]["x"])})
+        return 0.5 * math.erfc(-z / math.sqrt(2)), evidence  # Phi(z): one minus a normal-tail p-value
+
+    @staticmethod
+    def _statistics(tensors: dict[str, Any], suspect: Any, output_dim: int) -> tuple[float, float | None]:
+        """(soft similarity on the core points, top-1 agreement on the conferrable rows or None), one query batch."""
+        core, extra = tensors["core"], tensors.get("confer")
+        x = core["x"] if extra is None else torch.cat([core["x"], extra["x"]])
         try:
-            probs = suspect.outputs(core["x"], "classification", fp.spec["output_dim"])
+            probs = suspect.outputs(x, "classification", output_dim)
         except IndexError as exc:  # an embedding table smaller than the fingerprint's ids
-            raise ShapeMismatchError(f"suspect {suspect.name} rejects token ids up to {int(core['x'].max())}: its "
+            raise ShapeMismatchError(f"suspect {suspect.name} rejects token ids up to {int(x.max())}: its "
                                      f"vocabulary is smaller than the owner's ({str(exc)[:80]})") from exc
-        s = float(F.cosine_similarity(_centred_log(probs), _centred_log(core["probs"]), dim=1).mean())
-        return max(s, 0.0), {"soft_similarity": s, "space": "logprob", "n_points": len(probs)}
+        n = len(core["x"])
+        soft = float(F.cosine_similarity(_centred_log(probs[:n]), _centred_log(core["probs"]), dim=1).mean())
+        return soft, None if extra is None else match_rate(probs[n:].argmax(1), extra["labels"])
 
 
 def check_vocab(suspect: Any, max_token: int) -> None:
