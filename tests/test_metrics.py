@@ -75,3 +75,16 @@ def test_report_files_are_written(tmp_path) -> None:
     assert data["methods"][0]["overall"]["n_pos"] == 3
     assert "| demo |" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "demo_curves.png").stat().st_size > 1000 and len(paths) == 4
+
+
+def test_method_spec_variants_parse_and_name_files() -> None:
+    from fp_registry.errors import UsageError
+    from fp_registry.evaluation.harness import parse_method_spec
+    from fp_registry.evaluation.report import file_stem
+
+    assert parse_method_spec("metav") == ("metav", {})
+    assert parse_method_spec("textprobe:confer=200:gamma=0.9:seeds=mix:keep_ends=false") == (
+        "textprobe", {"confer": 200, "gamma": 0.9, "seeds": "mix", "keep_ends": False})
+    with pytest.raises(UsageError, match="key=value"):
+        parse_method_spec("textprobe:confer")
+    assert file_stem("textprobe:confer=200") == "textprobe-confer-200"

@@ -121,3 +121,45 @@ def test_metav_refuses_or_works_cleanly(lm: dict[str, Any]) -> None:
         assert exc.one_line()
         return
     assert 0.0 <= fp.verify(lm["owner"]).score <= 1.0
+
+
+def _extracted(lm: dict[str, Any], seed: int) -> TinyGPT:
+    """The zoo's label-only extraction: a fresh GPT trained on the owner's top-1 answers to extractor queries."""
+    from fp_registry.methods import make_owner
+    from fp_registry.zoo.attacks import extract_labels
+    from fp_registry.zoo.builder import make_context
+
+    ctx = make_context(make_owner(lm["owner"], "classification", lm["x"].numpy(), lm["y"].numpy()))
+    ctx.seed = seed
+    return extract_labels(lm["owner"], ctx, steps=STEPS)
+
+
+@pytest.fixture(scope="module")
+def confer_zoo(lm: dict[str, Any]) -> dict[str, Any]:
+    from fp_registry.zoo.spec import Zoo, ZooModel
+
+    x, y = lm["x"], lm["y"]
+    train = [ZooModel("tuned", lm["tuned"], True, "finetune", "train"),
+             ZooModel("extract-1", _extracted(lm, 101), True, "extract", "train")]
+    train += [ZooModel(f"indep-{s}", _trained(s, x, y), False, "homologous", "train") for s in (3, 4, 5, 6)]
+    cal = [ZooModel("indep-1", lm["neg"][0], False, "homologous", "calibration")]
+    return {"zoo": Zoo(train + cal), "extract": _extracted(lm, 202)}
+
+
+def test_conferrable_rows_catch_label_only_extraction(tmp_path: Any, lm: dict[str, Any],
+                                                       confer_zoo: dict[str, Any]) -> None:
+    """With a train split, a student of the owner's labels outscores an independent model (both unseen)."""
+    fp = fpr.fingerprint(lm["owner"], method="textprobe", data=lm["x"], labels=lm["y"], zoo=confer_zoo["zoo"],
+                         n_points=32, steps=10, confer=100, confer_candidates=1000, progress=False)
+    assert fp.tensors["confer"]["x"].shape == (100, CONTEXT) and fp.tensors["confer"]["x"].dtype == torch.int64
+    ext, indep = fp.verify(confer_zoo["extract"]), fp.verify(lm["indep"])
+    assert ext.evidence["z_agreement"] > indep.evidence["z_agreement"] + 1.0, (ext.evidence, indep.evidence)
+    assert ext.score > indep.score and 0.0 <= indep.score <= 1.0
+    loaded = fpr.load_fingerprint(fp.save(tmp_path / "fp"))
+    assert loaded.verify(confer_zoo["extract"]).score == pytest.approx(ext.score, abs=1e-9)
+
+
+def test_without_a_train_split_the_score_is_the_soft_similarity(lm: dict[str, Any], fp: Any) -> None:
+    assert "confer" not in fp.tensors and "confer_reference" not in fp.info
+    v = fp.verify(lm["tuned"])
+    assert v.score == pytest.approx(max(v.evidence["soft_similarity"], 0.0)) and "z_agreement" not in v.evidence

@@ -25,12 +25,12 @@ class TextProbe(Method):
     the owner's centred log-probabilities on the points (as DeepCore's soft similarity), clipped at 0.
     Ids are never cast to float; the first and last positions ([CLS]/[SEP]) stay as in the seed (``keep_ends``).
 
-    With a zoo's train split (``confer`` > 0, the default): ``confer`` conferrable rows are kept from
-    ``confer_candidates`` random-id rows (:mod:`textprobe_confer`), scored by top-1 agreement with the owner, and
-    the score becomes ``Phi(max(z_soft, z_agree))``: each statistic as a z-score against train independents that
-    took no part in the selection, so a copy that keeps either the owner's log-prob profile (fine-tuning,
-    pruning) or only its labels (label-only extraction) stands out. Without a train split the score is the soft
-    similarity alone, as above.
+    Option ``confer=K`` (needs a zoo's train split; off by default, see the README's text-gpt section for why):
+    ``K`` conferrable rows are kept from ``confer_candidates`` random-id rows (:mod:`textprobe_confer`), scored
+    by top-1 agreement with the owner, and the score becomes ``Phi(max(z_soft, z_agree))``: each statistic as a
+    z-score against train independents of lineages that took no part in the selection, so a copy that keeps
+    either the owner's log-prob profile (fine-tuning, pruning) or only its labels (label-only extraction) stands
+    out. Without it the score is the soft similarity alone, as above.
     """
 
     name = "textprobe"
@@ -40,7 +40,7 @@ class TextProbe(Method):
     input_kinds = ("int64",)
     fidelity = "our design (DeepCore-style core points, discrete search for token inputs)"
     defaults: dict[str, Any] = {"n_points": 64, "gamma": 0.9, "steps": 30, "candidates": 16, "seeds": "mix",
-                                "target": "other", "keep_ends": True, "confer": 200, "confer_candidates": 3000}
+                                "target": "other", "keep_ends": True, "confer": 0, "confer_candidates": 3000}
     default_threshold = 0.5
 
     def __init__(self, **settings: Any) -> None:

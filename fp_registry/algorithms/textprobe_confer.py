@@ -60,16 +60,28 @@ def select(owner: Suspect, zoo: Any, candidates: torch.Tensor, k: int) -> tuple[
     """The ``k`` most conferrable candidates, the owner's labels on them, and the unused reference independents.
 
     Conferrability (Lukas et al.): mean agreement of the train-split copies with the owner times one minus that
-    of the selection independents. Every other train independent is held back so the reference statistics are
-    not biased by the selection (on the selected rows the selection independents agree with the owner ~never).
+    of the selection independents. Half the independent *lineages* are held back so the reference statistics
+    are not biased by the selection: on the selected rows the selection independents agree with the owner
+    ~never, and so would a pruned or fine-tuned variant of one of them.
     """
     own = owner.labels(candidates)
-    chosen, held_back = zoo.negatives[0::2], zoo.negatives[1::2]
+    chosen, held_back = split_lineages(zoo.negatives)
     copies = _agreement(zoo.positives, candidates, own).mean(0)
     independents = _agreement(chosen, candidates, own).mean(0)
     conf = copies * (1 - independents)
     idx = torch.argsort(conf, descending=True, stable=True)[:k]
     return candidates[idx], own[idx], [z.model for z in held_back]
+
+
+def split_lineages(models: list[Any]) -> tuple[list[Any], list[Any]]:
+    """Alternate whole lineages between two halves; a zoo name's first step (``scenario/retrain(...)``) is its root."""
+    roots: dict[str, int] = {}
+    for z in models:
+        roots.setdefault("/".join(str(z.name).split("/")[:2]), len(roots))
+    halves: tuple[list[Any], list[Any]] = ([], [])
+    for z in models:
+        halves[roots["/".join(str(z.name).split("/")[:2])] % 2].append(z)
+    return halves
 
 
 def _agreement(models: list[Any], x: torch.Tensor, own: torch.Tensor) -> torch.Tensor:

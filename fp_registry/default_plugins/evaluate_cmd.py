@@ -11,7 +11,8 @@ from fp_registry import hookimpl
 @click.command()
 @click.option("--scenario", "-s", default=None,
               help="digits-mlp, digits-cnn, diabetes-fcn, digits-gen, text-bert or text-gpt.")
-@click.option("--methods", "-m", default="ipguard", show_default=True, help="Comma-separated method names.")
+@click.option("--methods", "-m", default="ipguard", show_default=True,
+              help="Comma-separated method names; a variant as name:key=value[:key=value], e.g. textprobe:confer=200.")
 @click.option("--out", "-o", default="report", show_default=True, type=click.Path(),
               help="Directory for report.json, report.md and the PNG plots.")
 @click.option("--model", default=None, help="Your own model (path or URI) instead of a scenario.")

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import NotApplicableError
+from ..errors import NotApplicableError, UsageError
 from ..methods import make_owner
 from ..zoo.recipes import SAME_ARCH_FAMILIES
 from ..zoo.spec import Zoo
@@ -91,14 +91,40 @@ def evaluate_method(owner_model: nn.Module, owner_kwargs: dict[str, Any], method
     """Fingerprint with ``method`` (zoo train/calibration splits only) and measure it on the test split."""
     from ..fingerprints import fingerprint
 
+    name, settings = parse_method_spec(method)
     start = time.perf_counter()
     try:
-        fp = fingerprint(owner_model, method=method, zoo=zoo, seed=seed, progress=progress, **owner_kwargs)
+        fp = fingerprint(owner_model, method=name, zoo=zoo, seed=seed, progress=progress, **owner_kwargs, **settings)
     except NotApplicableError as exc:
         return {"method": method, "status": "not applicable", "reason": str(exc)}
     fp_seconds = time.perf_counter() - start
     rows = score_split(fp, zoo, "test")
     return _result(method, fp.threshold, fp_seconds, peak_rss_mb(), rows)
+
+
+def parse_method_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"textprobe:confer=200:n_points=128"`` -> ``("textprobe", {"confer": 200, "n_points": 128})``.
+
+    Why a spec string: one report can then put a method's default beside its variants, row by row.
+    """
+    name, *pairs = spec.split(":")
+    settings: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"method setting {pair!r} in {spec!r} is not key=value",
+                             "write variants as name:key=value[:key=value], e.g. textprobe:confer=200")
+        settings[key] = _setting_value(raw)
+    return name, settings
+
+
+def _setting_value(raw: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(raw)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(raw.lower(), raw)
 
 
 def peak_rss_mb() -> float:

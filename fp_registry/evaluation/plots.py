@@ -8,7 +8,10 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
+
 import numpy as np  # noqa: E402
+
+from .report import file_stem  # noqa: E402
 
 
 def _curves(pos: np.ndarray, neg: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -65,5 +68,6 @@ def plot_hist(result: dict[str, Any], title: str, path: Path) -> Path:
 
 
 def plot_method(result: dict[str, Any], title: str, out_dir: Path) -> list[Path]:
-    return [plot_curves(result, title, out_dir / f"{result['method']}_curves.png"),
-            plot_hist(result, title, out_dir / f"{result['method']}_hist.png")]
+    stem = file_stem(result["method"])
+    return [plot_curves(result, title, out_dir / f"{stem}_curves.png"),
+            plot_hist(result, title, out_dir / f"{stem}_hist.png")]

@@ -2,10 +2,16 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 from .metrics import clean
+
+
+def file_stem(method: str) -> str:
+    """A method spec as a file name: ``"textprobe:confer=200"`` -> ``"textprobe-confer-200"``."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", method)
 
 
 def _f(value: Any, digits: int = 3) -> str:
@@ -75,7 +81,8 @@ def markdown(report: dict[str, Any]) -> str:
     for r in report["methods"]:
         if r.get("status") == "ok":
             parts += [f"## {r['method']} per family", "", family_table(r), "",
-                      f"![curves]({r['method']}_curves.png)", f"![histogram]({r['method']}_hist.png)", ""]
+                      f"![curves]({file_stem(r['method'])}_curves.png)",
+                      f"![histogram]({file_stem(r['method'])}_hist.png)", ""]
     members = member_table(report)
     if members:
         parts += ["## Test-split suspects: utility on the disjoint data and scores", "", members, ""]
