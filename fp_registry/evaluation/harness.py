@@ -1,6 +1,7 @@
 """Evaluate methods on the test split of a zoo: fingerprint once per method, score every unseen suspect."""
 from __future__ import annotations
 
+import json
 import resource
 import statistics
 import time
@@ -119,12 +120,11 @@ def parse_method_spec(spec: str) -> tuple[str, dict[str, Any]]:
 
 
 def _setting_value(raw: str) -> Any:
-    for cast in (int, float):
-        try:
-            return cast(raw)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(raw.lower(), raw)
+    """As ``fpreg fingerprint --set``: a JSON value (200, 0.9, true) or else the plain string."""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
 
 
 def peak_rss_mb() -> float:
