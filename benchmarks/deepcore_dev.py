@@ -25,9 +25,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from deepcore_select import candidates, load_zoo, similarity  # noqa: E402
 
-DEV_ZOOS = ("digits-mlp:0:/tmp/zoo_cache_test,digits-cnn:0:/tmp/zoo_cache_test,digits-mlp:1:/tmp/dc_zoo_seed1,"
-            "digits-cnn:1:/tmp/dc_zoo_seed1,digits-mlp:2:/tmp/dc_zoo_seed2,digits-cnn:2:/tmp/dc_zoo_seed2")
-POOLS = [(0.02, 500), (0.02, 3000), (0.05, 3000)]  #: (eps, n_candidates); (0.02, 500) is the pre-issue-7 default
+DEV_ZOOS = ",".join(f"{sc}:{seed}:{cache}" for seed, cache in
+                    ((0, "/tmp/zoo_cache_test"), (1, "/tmp/dc_zoo_seed1"), (2, "/tmp/dc_zoo_seed2"),
+                     (3, "/tmp/dc_zoo_seed3"), (4, "/tmp/dc_zoo_seed4")) for sc in ("digits-mlp", "digits-cnn"))
+#: (eps, n_candidates): (0.02, 500) was the default before issue 7, (0.05, 3000) the first issue-7 pick
+POOLS = [(0.02, 500), (0.05, 3000), (0.05, 6000)]
 VARIANTS = {"rule": ["least", "contrast"], "n_points": [100, 200], "similarity": ["label", "soft"]}
 
 

@@ -9,7 +9,7 @@ import torch
 
 import fp_registry as fpr
 from fp_registry.algorithms.clustering import cluster_suspects
-from fp_registry.algorithms.deepcore import DeepCore
+from fp_registry.algorithms.deepcore import FLOAT_POINTS, DeepCore
 from fp_registry.errors import NotApplicableError, UsageError
 from fp_registry.suspect import Suspect
 from fp_registry.zoo.spec import Zoo, ZooModel
@@ -35,7 +35,7 @@ def test_similarity_flags_copies_not_homologous(models: dict, digits: dict, simi
     fp = fpr.fingerprint(models["owner"], method="deepcore", similarity=similarity, zoo=zoo, progress=False,
                          **digits)
     assert fp.info["selected_by"] == "1 independent models of the zoo's train split"
-    assert len(fp.tensors["core"]["x"]) == DeepCore.defaults["n_points"]
+    assert len(fp.tensors["core"]["x"]) == FLOAT_POINTS == 200
     assert fp.verify(models["copy"]).is_match
     assert fp.verify(models["tuned"]).is_match
     for name in ("hom3", "hom4"):  # seen by neither selection nor calibration
@@ -94,6 +94,11 @@ def test_bad_settings_refused() -> None:
     with pytest.raises(UsageError, match="similarity"):
         DeepCore(similarity="jsd")
     assert DeepCore(target="auto").settings["target"] == "other"  # fingerprints saved before one recipe
+    # float owners keep 200 of 6000 candidates by default; token owners keep the 100 their numbers were measured with
+    assert (DeepCore().points("float32"), DeepCore().points("int64"), DeepCore(n_points=30).points("int64")) == \
+        (200, 100, 30)
+    with pytest.raises(UsageError, match="token_candidates >= n_points"):
+        DeepCore(token_candidates=50)
 
 
 def test_save_load_round_trip(models: dict, digits: dict, tmp_path: Any) -> None:
