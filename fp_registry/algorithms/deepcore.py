@@ -94,7 +94,7 @@ class DeepCore(Method):
     def points(self, input_kind: str) -> int:
         """Core points kept: ``n_points`` if set, else 200 for float inputs and 100 for token ids.
 
-        Why two defaults: 200 of 6000 float candidates was chosen on six development zoos (issue 7); token owners
+        Why two defaults: 200 of 6000 float candidates was chosen on ten development zoos (issue 7); token owners
         keep the 100 of 400 that their README numbers were measured with.
         """
         n = self.settings["n_points"]
