@@ -49,13 +49,14 @@ class DeepCore(Method):
       calibrated on independent models (calibration split). Clustering: :mod:`fp_registry.algorithms.clustering`.
 
     One recipe for every scenario; its values were chosen on digits-mlp and digits-cnn (README, DeepCore section).
-    Issue 7 (``benchmarks/deepcore_dev.py``, test splits of development zoos, digits-mlp / digits-cnn): the
-    earlier ``eps=0.02``, 100 of 500 met the bar on 3 of 6 zoos (seeds 0-2); ``eps=0.05``, 100 of 3000 on 15 of 18
-    zoo x candidate-draw runs, then 2 of 4 on fresh zoo seeds 3 and 4; with seeds 0-4 as development data,
-    ``eps=0.05``, 200 of 6000 (the default since) met it on 25 of 30 runs vs 44 of 60 for 100 of 3000 (same
-    selection fraction, twice the points: less sampling noise in the score). digits-cnn seed 1 failed every
-    variant tried. Held out (fresh zoo seeds 5-8, measured once after the freeze): the bar holds on 4 of 8
-    scenario-zoos (100 of 3000: 3 of 8; 100 of 500: 1 of 8), so issue 7 is NOT met reliably (README).
+    Issue 7 (test splits of development zoos, digits-mlp / digits-cnn): the earlier ``eps=0.02``, 100 of 500 met
+    the bar on 3 of 6 zoos (seeds 0-2); ``eps=0.05``, 100 of 3000 on 15 of 18 zoo x candidate-draw runs, then 2 of
+    4 on fresh zoo seeds 3 and 4. With seeds 0-4 as development data, 200 of 6000 (the default since) was picked
+    from a scratch estimate (25 of 30 runs vs 44 of 60); ``benchmarks/deepcore_dev.py`` (run after the freeze, one
+    6000-candidate draw per fingerprint seed) gives 22 of 30 for both and 13 of 30 for 100 of 500, so 100 of 3000
+    is as good on development zoos at half the cost. digits-cnn seed 1 failed every variant tried. Held out
+    (fresh zoo seeds 5-8, measured once after the freeze): the bar holds on 4 of 8 scenario-zoos (100 of 3000:
+    3 of 8; 100 of 500: 1 of 8), so issue 7 is NOT met reliably (README).
     Token owners keep 100 points (``n_points=None`` resolves per input kind, :meth:`points`). The
     old values stay reachable as settings, and ``benchmarks/deepcore_select.py``'s pick
     (``select="contrast", homologous="max"``) is an option.
