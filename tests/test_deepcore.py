@@ -9,7 +9,7 @@ import torch
 
 import fp_registry as fpr
 from fp_registry.algorithms.clustering import cluster_suspects
-from fp_registry.algorithms.deepcore import FLOAT_POINTS, DeepCore
+from fp_registry.algorithms.deepcore import DEFAULT_POINTS, DeepCore
 from fp_registry.errors import NotApplicableError, UsageError
 from fp_registry.suspect import Suspect
 from fp_registry.zoo.spec import Zoo, ZooModel
@@ -35,7 +35,7 @@ def test_similarity_flags_copies_not_homologous(models: dict, digits: dict, simi
     fp = fpr.fingerprint(models["owner"], method="deepcore", similarity=similarity, zoo=zoo, progress=False,
                          **digits)
     assert fp.info["selected_by"] == "1 independent models of the zoo's train split"
-    assert len(fp.tensors["core"]["x"]) == FLOAT_POINTS == 200
+    assert len(fp.tensors["core"]["x"]) == DEFAULT_POINTS == 100
     assert fp.verify(models["copy"]).is_match
     assert fp.verify(models["tuned"]).is_match
     for name in ("hom3", "hom4"):  # seen by neither selection nor calibration
@@ -94,9 +94,9 @@ def test_bad_settings_refused() -> None:
     with pytest.raises(UsageError, match="similarity"):
         DeepCore(similarity="jsd")
     assert DeepCore(target="auto").settings["target"] == "other"  # fingerprints saved before one recipe
-    # float owners keep 200 of 6000 candidates by default; token owners keep the 100 their numbers were measured with
-    assert (DeepCore().points("float32"), DeepCore().points("int64"), DeepCore(n_points=30).points("int64")) == \
-        (200, 100, 30)
+    # 100 of 3000 float candidates (100 of 400 token candidates); None, stored by a short-lived default, reads as 100
+    assert (DeepCore().points(), DeepCore(n_points=None).points(), DeepCore(n_points=30).points()) == (100, 100, 30)
+    assert DeepCore().settings["n_candidates"] == 3000
     with pytest.raises(UsageError, match="token_candidates >= n_points"):
         DeepCore(token_candidates=50)
 

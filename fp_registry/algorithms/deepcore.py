@@ -15,8 +15,8 @@ from fp_registry.suspect import match_rate
 from fp_registry.training import frozen
 
 
-#: default core points per input kind (``n_points=None``); see :meth:`DeepCore.points`
-FLOAT_POINTS, TOKEN_POINTS = 200, 100
+#: core points kept by default, float and token owners alike (also for ``n_points=None`` in older fingerprints)
+DEFAULT_POINTS = 100
 
 
 class DeepCore(Method):
@@ -51,15 +51,15 @@ class DeepCore(Method):
     One recipe for every scenario; its values were chosen on digits-mlp and digits-cnn (README, DeepCore section).
     Issue 7 (test splits of development zoos, digits-mlp / digits-cnn): the earlier ``eps=0.02``, 100 of 500 met
     the bar on 3 of 6 zoos (seeds 0-2); ``eps=0.05``, 100 of 3000 on 15 of 18 zoo x candidate-draw runs, then 2 of
-    4 on fresh zoo seeds 3 and 4. With seeds 0-4 as development data, 200 of 6000 (the default since) was picked
+    4 on fresh zoo seeds 3 and 4. With seeds 0-4 as development data, 200 of 6000 (default for an hour) was picked
     from a scratch estimate (25 of 30 runs vs 44 of 60); ``benchmarks/deepcore_dev.py`` (run after the freeze, one
     6000-candidate draw per fingerprint seed) gives 22 of 30 for both and 13 of 30 for 100 of 500, so 100 of 3000
     is as good on development zoos at half the cost. digits-cnn seed 1 failed every variant tried. Held out
     (fresh zoo seeds 5-8, measured once after the freeze): the bar holds on 4 of 8 scenario-zoos (100 of 3000:
     3 of 8; 100 of 500: 1 of 8), so issue 7 is NOT met reliably (README).
-    Token owners keep 100 points (``n_points=None`` resolves per input kind, :meth:`points`). The
-    old values stay reachable as settings, and ``benchmarks/deepcore_select.py``'s pick
-    (``select="contrast", homologous="max"``) is an option.
+    So the default went back to 100 of 3000 (lead's call, on cost: same development pass rate, half the
+    candidates and queries). Token owners keep 100 of 400 token candidates. The older values stay reachable as
+    settings, and ``benchmarks/deepcore_select.py``'s pick (``select="contrast", homologous="max"``) is an option.
     Deviation from the paper's premise, measured there: the kept points are NOT far from the boundary (with
     ``eps=0.02`` or ``0.05`` few or none reach ``gamma``; the owner's mean top-1 probability on them is ~0.6-0.8),
     and pushing them to higher confidence (``target="own"`` with larger ``eps``) separated copies from homologous
@@ -72,7 +72,8 @@ class DeepCore(Method):
     zoo_use = "calibrate"
     input_kinds = ("float32", "int64")
     fidelity = "reconstructed from the abstract (methods.md §4.2); no public code"
-    defaults: dict[str, Any] = {"similarity": "label", "soft_space": "prob", "n_points": None, "n_candidates": 6000,
+    defaults: dict[str, Any] = {"similarity": "label", "soft_space": "prob", "n_points": DEFAULT_POINTS,
+                                "n_candidates": 3000,
                                 "gamma": 0.999, "seeds": "noise", "target": "other", "steps": 30, "lr": 0.01,
                                 "eps": 0.05, "references": 4, "reference_epochs": 10,
                                 "select": "least", "homologous": "mean", "token_candidates": 400}
@@ -88,18 +89,14 @@ class DeepCore(Method):
             if self.settings[key] not in allowed:
                 raise UsageError(f"deepcore setting {key}={self.settings[key]!r} is not valid",
                                  f"use one of: {', '.join(allowed)}")
-        for key, kind in (("n_candidates", "float32"), ("token_candidates", "int64")):
-            if int(self.settings[key]) < self.points(kind):
+        for key in ("n_candidates", "token_candidates"):
+            if int(self.settings[key]) < self.points():
                 raise UsageError(f"deepcore needs {key} >= n_points", f"raise {key} or lower n_points")
 
-    def points(self, input_kind: str) -> int:
-        """Core points kept: ``n_points`` if set, else 200 for float inputs and 100 for token ids.
-
-        Why two defaults: 200 of 6000 float candidates was chosen on ten development zoos (issue 7); token owners
-        keep the 100 of 400 that their README numbers were measured with.
-        """
+    def points(self) -> int:
+        """Core points kept: ``n_points``; ``None`` (stored by a short-lived per-input-kind default) reads as 100."""
         n = self.settings["n_points"]
-        return int(n) if n is not None else TOKEN_POINTS if input_kind == "int64" else FLOAT_POINTS
+        return int(n) if n is not None else DEFAULT_POINTS
 
     def check_owner(self, owner: Owner) -> None:
         if owner.task != "classification":
@@ -167,7 +164,7 @@ class DeepCore(Method):
     def _select(self, owner: Owner, zoo: Any, x: torch.Tensor, probs: torch.Tensor,
                 seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
         """Indices of the ``n_points`` candidates that best tell reference copies from reference homologous models."""
-        n = self.points(owner.input_kind)
+        n = self.points()
         refs, source = homologous_references(owner, zoo, int(self.settings["references"]),
                                              int(self.settings["reference_epochs"]), seed)
         if not refs:
