@@ -161,5 +161,9 @@ def test_conferrable_rows_catch_label_only_extraction(tmp_path: Any, lm: dict[st
 
 def test_without_a_train_split_the_score_is_the_soft_similarity(lm: dict[str, Any], fp: Any) -> None:
     assert "confer" not in fp.tensors and "confer_reference" not in fp.info
+    with pytest.warns(UserWarning, match="confer>0 needs a zoo's train split"):
+        asked = fpr.fingerprint(lm["owner"], method="textprobe", data=lm["x"], labels=lm["y"], negatives=lm["neg"],
+                                n_points=8, steps=2, confer=50, progress=False)
+    assert "confer" not in asked.tensors
     v = fp.verify(lm["tuned"])
     assert v.score == pytest.approx(max(v.evidence["soft_similarity"], 0.0)) and "z_agreement" not in v.evidence

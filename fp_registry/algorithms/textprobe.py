@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -74,16 +75,26 @@ class TextProbe(Method):
         info = {"reached_gamma": float((logp[rows, targets].exp() >= float(self.settings["gamma"])).float().mean()),
                 "on_target": float((logp.argmax(1) == targets).float().mean()), "max_token": int(data.max())}
         tensors = {"core": {"x": x, "probs": logp.exp(), "targets": targets}}
-        if int(self.settings["confer"]) > 0 and confer.usable(zoo):
-            rows_c = confer.candidate_rows(int(self.settings["confer_candidates"]), data.shape[1], int(data.max()) + 1,
-                                           gen)
-            xc, own_c, held_back = confer.select(query, zoo, rows_c.reshape(-1, *owner.input_shape),
-                                                 int(self.settings["confer"]))
-            tensors["confer"] = {"x": xc, "labels": own_c}
-            stats = [self._statistics(tensors, Suspect(m, "reference"), owner.output_dim) for m in held_back]
-            info["confer_reference"] = confer.reference(stats).to_dict()
+        if int(self.settings["confer"]) > 0:
+            self._add_conferrable(tensors, info, query, owner, zoo, gen)
         info["owner_queries"] = query.n_queries
         return Built(tensors, info)
+
+    def _add_conferrable(self, tensors: dict[str, Any], info: dict[str, Any], query: Suspect, owner: Owner,
+                         zoo: Any, gen: torch.Generator) -> None:
+        """The ``confer`` rows chosen on the zoo's train split, and both statistics' reference (see the class doc)."""
+        if not confer.usable(zoo):
+            warnings.warn("textprobe confer>0 needs a zoo's train split (2+ copies, 4+ independents): fingerprinting "
+                          "without conferrable rows; pass zoo= or let fingerprint() build one from data=",
+                          stacklevel=3)
+            return
+        data = owner.data.reshape(len(owner.data), -1)
+        rows = confer.candidate_rows(int(self.settings["confer_candidates"]), data.shape[1], int(data.max()) + 1, gen)
+        x, labels, held_back = confer.select(query, zoo, rows.reshape(-1, *owner.input_shape),
+                                             int(self.settings["confer"]))
+        tensors["confer"] = {"x": x, "labels": labels}
+        stats = [self._statistics(tensors, Suspect(m, "reference"), owner.output_dim) for m in held_back]
+        info["confer_reference"] = confer.reference(stats).to_dict()
 
     def seed_points(self, owner: Owner, data: torch.Tensor, pool: torch.Tensor, lo: int, hi: int,
                gen: torch.Generator) -> torch.Tensor:
