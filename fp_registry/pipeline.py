@@ -41,14 +41,12 @@ def check_suspect(suspect: Any, against: str | Backend, *, event: UploadEvent | 
 
 
 def _check_one(backend: Backend, entry: RegistryEntry, suspect: Suspect, config: dict[str, Any]) -> Verdict:
-    from .whitebox_checks import whitebox_evidence
+    from .whitebox_checks import add_whitebox_evidence
 
     try:
         fp = backend.load(entry)
         v = fp.verify(suspect)
-        wb = whitebox_evidence(fp, entry, suspect, config)
-        if wb is not None:  # beside the black-box verdict, never instead of it
-            v.evidence["whitebox"] = wb
+        add_whitebox_evidence(v, fp, entry, suspect, config)
     except ShapeMismatchError as exc:
         return Verdict.skipped(exc.one_line(), entry.method, entry.entry_id, suspect.name)
     except FpRegistryError as exc:

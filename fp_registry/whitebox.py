@@ -78,10 +78,7 @@ def _graph_outputs(graph: Any, x: torch.Tensor, rows: torch.Tensor | None = None
         def call_function(self, target: Any, args: Any, kwargs: Any) -> Any:
             out = super().call_function(target, args, kwargs)
             if target in ops and isinstance(out, torch.Tensor):
-                if rows is None:
-                    got.append(out.reshape(len(x), -1).double())
-                elif out.ndim == 3:
-                    got.append(out.reshape(-1, out.shape[-1])[rows].double())
+                _keep(got, out, len(x), rows)
             return out
 
     from .modelio import EXPORT_LOCK
@@ -91,18 +88,19 @@ def _graph_outputs(graph: Any, x: torch.Tensor, rows: torch.Tensor | None = None
     return got
 
 
+def _keep(got: list[torch.Tensor], out: torch.Tensor, n: int, rows: torch.Tensor | None) -> None:
+    """One layer's output as rows: per input, or (token inputs) per kept token of a per-token (3-D) output."""
+    if rows is None:
+        got.append(out.reshape(n, -1).double())
+    elif out.ndim == 3:
+        got.append(out.reshape(-1, out.shape[-1])[rows].double())
+
+
 def _hooked_outputs(model: nn.Module, x: torch.Tensor, rows: torch.Tensor | None = None) -> list[torch.Tensor]:
     """What :func:`_graph_outputs` records, from forward hooks on the module's Linear / Conv layers."""
     layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
     got: list[torch.Tensor] = []
-
-    def keep(_m: nn.Module, _i: Any, o: torch.Tensor) -> None:
-        if rows is None:
-            got.append(o.reshape(len(o), -1).double())
-        elif o.ndim == 3:
-            got.append(o.reshape(-1, o.shape[-1])[rows].double())
-
-    handles = [m.register_forward_hook(keep) for m in layers]
+    handles = [m.register_forward_hook(lambda _m, _i, o: _keep(got, o, len(x), rows)) for m in layers]
     try:
         model(x)
     finally:
@@ -291,10 +289,13 @@ def check(ref: dict[str, Any], owner: nn.Module, suspect: nn.Module) -> dict[str
     x = probe_inputs(owner, int(ref["n_probes"]), int(ref["seq_len"]), int(ref["seed"]), shape)
     layers = str(ref.get("layers", "auto"))
     nulls = {key: Null(list(s)) for key, s in ref.get("nulls", {}).items()}
-    if layers == "auto" and layer_mode(owner, suspect) == "linear":  # hidden states cannot be read from a program
-        layers, nulls["cka"] = "linear", None  # so its CKA is not the statistic of the null: no p-value for it
-    full = evidence(owner, suspect, x, {k: v for k, v in nulls.items() if v is not None}, layers)
-    if nulls.get("cka", True) is None:
+    # hidden states cannot be read from an exported program: its CKA is then not the null's statistic, no p-value
+    mismatch = layers == "auto" and layer_mode(owner, suspect) == "linear"
+    if mismatch:
+        layers = "linear"
+        nulls.pop("cka", None)
+    full = evidence(owner, suspect, x, nulls, layers)
+    if mismatch:
         full["cka"]["reason"] = "layer outputs of an exported program; the null was fitted on hidden states"
     keep = ("score", "p_empirical", "p_normal", "matched", "reason")
     return {key: {k: ev[k] for k in keep if k in ev} for key, ev in full.items()}

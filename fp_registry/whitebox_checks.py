@@ -49,3 +49,12 @@ def whitebox_evidence(fp: Any, entry: RegistryEntry | None, suspect: Any,
         return check(ref, _owner_model(uri, cfg), module)
     except Exception as exc:  # evidence is optional: say why it is missing, keep the verdict
         return {"error": f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"}
+
+
+def add_whitebox_evidence(verdict: Any, fp: Any, entry: RegistryEntry | None, suspect: Any,
+                          config: dict[str, Any] | None = None) -> None:
+    """Put :func:`whitebox_evidence` in ``verdict.evidence["whitebox"]`` when it applies: beside the black-box
+    verdict, never instead of it."""
+    wb = whitebox_evidence(fp, entry, suspect, config)
+    if wb is not None:
+        verdict.evidence["whitebox"] = wb

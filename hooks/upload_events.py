@@ -26,6 +26,11 @@ def mlflow_event(payload: dict[str, Any]) -> UploadEvent | None:
                        {"source": data.get("source") or "", "run_id": data.get("run_id")})
 
 
+def version_key(event: UploadEvent) -> str:
+    """The start every queue key of this version shares, whatever source (webhook, reconciliation) queued it."""
+    return f"mlflow:{event.name}:{event.version}:"
+
+
 def idempotency_key(event: UploadEvent) -> str:
     """One check per (name, version, source): redeliveries of the same version are dropped."""
-    return f"mlflow:{event.name}:{event.version}:{event.payload.get('source', '')}"
+    return version_key(event) + str(event.payload.get("source", ""))

@@ -45,12 +45,12 @@ def reconcile_mlflow(queue: Queue, registry: str) -> int:
     from fp_registry.integrations.mlflow_backend import MlflowBackend
     from fp_registry.integrations.mlflow_ops import unchecked_versions
 
-    from .upload_events import idempotency_key
+    from .upload_events import idempotency_key, version_key
 
     added = 0
     for name, version in unchecked_versions(MlflowBackend(registry)):
         event = UploadEvent("mlflow", name, version, f"models:/{name}/{version}", {"source": "reconcile"})
-        if queue.has_open(idempotency_key(event).rsplit(":", 1)[0] + ":"):
+        if queue.has_open(version_key(event)):
             continue  # not checked yet because its job (from a webhook or an earlier sweep) is still waiting
         added += queue.enqueue(idempotency_key(event), event.to_dict())
     return added

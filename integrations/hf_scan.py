@@ -158,15 +158,13 @@ def _check(ctx: ScanContext, cand: Candidate, result: RepoResult) -> None:
 def _verify(ctx: ScanContext, entry: Any, model: Any, suspect: str) -> dict[str, Any]:
     from fp_registry.errors import FpRegistryError, ShapeMismatchError
     from fp_registry.records import Verdict
-    from fp_registry.whitebox_checks import whitebox_evidence
+    from fp_registry.whitebox_checks import add_whitebox_evidence
 
     try:
         fp = _fingerprint(ctx, entry)
         v = fp.verify(model)
         v = Verdict(**{**v.__dict__, "entry_id": entry.entry_id, "suspect": suspect})
-        wb = whitebox_evidence(fp, entry, model, {"whitebox": ctx.whitebox})
-        if wb is not None:  # the weights are downloaded anyway: white-box evidence beside the verdict
-            v.evidence["whitebox"] = wb
+        add_whitebox_evidence(v, fp, entry, model, {"whitebox": ctx.whitebox})  # the weights are downloaded anyway
     except ShapeMismatchError as exc:
         v = Verdict.skipped(exc.one_line(), entry.method, entry.entry_id, suspect)
     except FpRegistryError as exc:
