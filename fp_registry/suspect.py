@@ -1,6 +1,7 @@
 """Query any suspect (module, callable, URI) in batches, in eval mode, with canonicalised outputs."""
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import numpy as np
@@ -8,7 +9,7 @@ import torch
 from torch import nn
 
 from .errors import ShapeMismatchError
-from .tasks import canonicalize, canonicalize_labels, log_scores
+from .tasks import canonicalize, canonicalize_labels, log_scores, looks_like_probs
 
 
 class Suspect:
@@ -91,6 +92,27 @@ class Suspect:
             raise ShapeMismatchError(f"suspect {self.name} returns {out.shape[1]} outputs per input, "
                                      f"the fingerprint expects {output_dim}")
         return out
+
+    def log_probs(self, x: torch.Tensor, output_dim: int, floor: float = 1e-6) -> np.ndarray:
+        """A classifier's log-probabilities (N, output_dim) as float32 numpy, floored at ``log(floor)``.
+
+        Equal to ``log(max(outputs(), floor))`` up to float rounding. Why a separate path: on logits it is one
+        log-softmax instead of a softmax, a probability test and a log, which on a tiny model cost about as much
+        as the suspect's forward pass.
+        """
+        raw = self.raw(x)
+        if _label_only(raw, output_dim):
+            return np.log(np.maximum(_one_hot(raw, output_dim).numpy(), floor))
+        flat = raw if raw.ndim == 2 and not raw.requires_grad else raw.detach().reshape(len(raw), -1)
+        if flat.shape[1] != output_dim:
+            raise ShapeMismatchError(f"suspect {self.name} returns {flat.shape[1]} outputs per input, "
+                                     f"the fingerprint expects {output_dim}")
+        if flat.dtype != torch.float32:
+            flat = flat.to(torch.float32)
+        if looks_like_probs(flat.numpy()):
+            return np.log(np.maximum(flat.numpy(), floor))
+        logp = torch.log_softmax(flat, dim=1).numpy()
+        return np.maximum(logp, math.log(floor), out=logp)  # numpy's in-place call is cheaper than torch's
 
     def log_scores(self, x: torch.Tensor, output_dim: int) -> np.ndarray:
         """A classifier's class log-scores (N, output_dim) as float32 numpy; see :func:`tasks.log_scores`."""

@@ -25,9 +25,13 @@ def canonicalize(task: str, out: torch.Tensor) -> torch.Tensor:
     Why: suspects return logits, probabilities or labels depending on how they were exported or served;
     verifiers must see the same representation whatever the suspect's head looks like.
     """
-    out = out.detach().to(torch.float32)
+    # Why the guards: each no-op detach/cast/reshape is a dispatch that a tiny model's forward pass would notice
+    if out.requires_grad:
+        out = out.detach()
+    if out.dtype != torch.float32:
+        out = out.to(torch.float32)
     if task != "classification":
-        return out.reshape(out.shape[0], -1)
+        return out if out.ndim == 2 else out.reshape(out.shape[0], -1)
     if out.ndim == 1:  # label-only API: one-hot, the number of classes is fixed by the caller
         raise ValueError("label outputs need the class count; use canonicalize_labels")
     out = out.reshape(out.shape[0], -1)
@@ -42,6 +46,8 @@ def looks_like_probs(a: np.ndarray) -> bool:
     """
     if a.size == 0:
         return True
+    if a.item(0) < -1e-6:  # a negative entry: logits, known without a pass over the array
+        return False
     if not a.min() >= -1e-6:
         return False
     return bool(np.abs(a.sum(1) - 1.0).max() <= 1e-3 + 1e-5)  # np.allclose(rtol=1e-5, atol=1e-3) at 1.0

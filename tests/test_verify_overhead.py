@@ -121,3 +121,40 @@ def test_report_lists_each_suspects_utility_and_scores() -> None:
     assert "| owner (reference) | - | - | 0.970 |" in text
     assert "| `o/prune(ratio=0.5)` | prune | derived | 0.910 | 0.900 |" in text
     assert "| `o/retrain(k=0)` | homologous | independent | 0.950 | 0.200 |" in text
+
+
+@pytest.mark.parametrize("head", ["logits", "probs", "labels", "float64"])
+def test_log_probs_equal_the_log_of_canonical_outputs(head: str) -> None:
+    net, x = _net().eval(), torch.randn(40, 8)
+    x[0] *= 50  # one confident row, so the floor is active somewhere
+    wrap = {"logits": net, "probs": lambda a: net(torch.as_tensor(a)).softmax(1),
+            "labels": lambda a: net(torch.as_tensor(a)).argmax(1),
+            "float64": lambda a: net(torch.as_tensor(a)).double()}
+    s = Suspect(wrap[head])
+    expected = np.log(np.maximum(s.outputs(x, "classification", 4).numpy().astype(np.float64), 1e-6))
+    got = s.log_probs(x, 4)
+    assert got.dtype == np.float32 and got.shape == (40, 4)
+    assert np.abs(got - expected).max() < 1e-5
+    assert got.min() >= np.float32(math.log(1e-6))
+
+
+def test_log_probs_reject_a_wrong_output_width() -> None:
+    from fp_registry.errors import ShapeMismatchError
+
+    with pytest.raises(ShapeMismatchError, match="returns 4 outputs per input"):
+        Suspect(_net().eval()).log_probs(torch.randn(5, 8), 3)
+
+
+@pytest.mark.parametrize("hidden,signed", [((), False), ((), True), ((6,), False)])
+def test_numpy_verifier_equals_the_torch_verifier(hidden: tuple[int, ...], signed: bool) -> None:
+    from fp_registry.algorithms.metav_verifier import NumpyVerifier, make_verifier, plain_state, verifier_input
+
+    torch.manual_seed(2)
+    v = make_verifier(12, hidden)
+    shift, scale = torch.randn(12), torch.rand(12) + 0.1
+    feats = torch.randn(3, 12)
+    expected = v(verifier_input(feats, shift, scale, signed)).detach().double().reshape(-1)
+    numpy_v = NumpyVerifier({**plain_state(v), "shift": shift, "scale": scale}, signed)
+    assert (numpy_v.folded is not None) == (not hidden and not signed)  # the default verifier takes the fold
+    got = [numpy_v(f.numpy()) for f in feats]
+    assert np.allclose(got, expected.numpy(), rtol=1e-5, atol=1e-5)

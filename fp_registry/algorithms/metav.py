@@ -5,7 +5,6 @@ import contextlib
 import math
 from typing import Any, Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -16,8 +15,7 @@ from fp_registry.training import one_thread
 from fp_registry.zoo.spec import ZooModel, ZooSplit
 
 from .metav_member import _Member, _Queries
-from .metav_verifier import (apply_numpy, make_monotone, make_verifier, numpy_features, numpy_layers,
-                             plain_state, verifier_input)
+from .metav_verifier import NumpyVerifier, make_monotone, make_verifier, plain_state, suspect_features, verifier_input
 
 
 class MetaV(Method):
@@ -266,18 +264,18 @@ class MetaV(Method):
         # fresh, aligned copies: loaded (mmap-ed) tensors may take other SIMD paths and differ in the last bits
         x = fp.prepared("metav.queries", lambda: fp.tensors["queries"]["x"].clone())
         meta = fp.info.get("verifier", {})
-        layers, shift, scale = fp.prepared("metav.numpy", lambda: self._numpy_verifier(fp))
+        verifier = fp.prepared("metav.numpy", lambda: NumpyVerifier(fp.tensors["verifier"],
+                                                                     meta.get("input", "signed") == "signed"))
         try:
-            out = suspect.outputs(x, fp.task, int(fp.spec["output_dim"])).numpy().astype(np.float64)
+            feats = suspect_features(suspect, x, fp.task, int(fp.spec["output_dim"]),
+                                     str(meta.get("features", "prob")))
         except IndexError as exc:  # e.g. token ids beyond the suspect's embedding table
             raise ShapeMismatchError(f"suspect {suspect.name} failed on the queries ({str(exc)[:80]}); token-id "
                                      f"suspects: its vocabulary is smaller than the owner's") from exc
-        feats = numpy_features(out, fp.task, str(meta.get("features", "prob"))).reshape(1, -1)
-        if feats.shape[1] != shift.size:
-            raise ShapeMismatchError(f"suspect {suspect.name} gives {feats.shape[1]} features, "
-                                     f"the verifier expects {shift.size}")
-        z = (feats - shift) / scale
-        logit = float(apply_numpy(layers, z if meta.get("input", "signed") == "signed" else np.abs(z)).item())
+        if feats.size != verifier.n_features:
+            raise ShapeMismatchError(f"suspect {suspect.name} gives {feats.size} features, "
+                                     f"the verifier expects {verifier.n_features}")
+        logit = verifier(feats)
         if not math.isfinite(logit):
             raise ShapeMismatchError(f"suspect {suspect.name} returns non-finite outputs on the fingerprint queries")
         # sigmoid(logit / T): monotone in the verifier's logit, so rankings are unchanged, but confident
@@ -285,9 +283,3 @@ class MetaV(Method):
         z = logit / float(self.settings["score_temperature"])
         prob = 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
         return prob, {"probability": prob, "logit": logit, "n_queries": int(len(x))}
-
-    @staticmethod
-    def _numpy_verifier(fp: Any) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray, np.ndarray]:
-        v = fp.tensors["verifier"]
-        return (numpy_layers(v), v["shift"].double().numpy().reshape(1, -1),
-                v["scale"].double().numpy().reshape(1, -1))
