@@ -14,6 +14,7 @@ from fp_registry.methods import Built, Method, Owner
 from fp_registry.training import one_thread
 from fp_registry.zoo.spec import ZooModel, ZooSplit
 
+from . import metav_confer
 from .metav_member import _Member, _Queries
 from .metav_verifier import NumpyVerifier, make_monotone, make_verifier, plain_state, suspect_features, verifier_input
 
@@ -26,6 +27,10 @@ class MetaV(Method):
     distance (monotone), which keeps it from extrapolating to confident verdicts on unseen models. The best
     snapshot is chosen on the train split (or a held-out part of it, ``holdout``); the decision threshold is
     calibrated afterwards by the core on the calibration split.
+
+    Option ``confer=K`` (classifiers with float inputs; off by default): the verifier trains on the copies and
+    half of the independent lineages, ``K`` conferrable rows are selected on the same models, and the score is
+    ``sigmoid(max(z_metav, z_agree))`` against the other half (:mod:`metav_confer`), for label-only extraction.
     """
 
     name = "metav"
@@ -42,7 +47,8 @@ class MetaV(Method):
                                 "aug_pos": 3, "aug_neg": 3, "aug_noise": 0.15, "aug_prune": 0.7,
                                 "hidden": [], "monotone": True,
                                 "init": "mixed", "select": "aruc", "lr_tokens": 0.05, "token_scale": 3.0,
-                                "token_steps": 1600}  # token owners: chosen on calibration splits (README)
+                                "token_steps": 1600,  # token owners: chosen on calibration splits (README)
+                                "confer": 0, "confer_candidates": 3000}  # label-only extraction (metav_confer.py)
     default_threshold = 0.5
     input_kinds = ("float32", "int64")  # token ids: straight-through one-hots (metav_tokens.py)
 
@@ -55,6 +61,8 @@ class MetaV(Method):
             if float(self.settings["input_noise"]) > 0:
                 raise NotApplicableError("metav's input_noise is Gaussian noise on float inputs",
                                          "use input_noise=0 for token-id owners")
+        if int(self.settings["confer"]) > 0:
+            metav_confer.check_owner(owner)
 
     # ---------------------------------------------------------------- build
     def build(self, owner: Owner, zoo: ZooSplit | None, seed: int, progress: bool) -> Built:
@@ -62,7 +70,14 @@ class MetaV(Method):
             raise UsageError("metav trains on a zoo and needs independent (negative) models",
                              "pass negatives=[...] (and positives=[...]) or let fingerprint() build a zoo")
         with one_thread():
-            return self._build(owner, zoo, seed, progress)
+            k = int(self.settings["confer"])
+            half = metav_confer.split_zoo(zoo) if k > 0 else None
+            built = self._build(owner, zoo if half is None else half, seed, progress)  # confer: other half unseen
+            if half is not None:
+                gen = torch.Generator().manual_seed(seed + 1)
+                metav_confer.add_conferrable(built.tensors, built.info, owner, zoo, k,
+                                             int(self.settings["confer_candidates"]), gen)
+            return built
 
     def _build(self, owner: Owner, zoo: ZooSplit, seed: int, progress: bool = False) -> Built:
         s = self.settings
@@ -266,6 +281,8 @@ class MetaV(Method):
         meta = fp.info.get("verifier", {})
         verifier = fp.prepared("metav.numpy", lambda: NumpyVerifier(fp.tensors["verifier"],
                                                                      meta.get("input", "signed") == "signed"))
+        if "confer" in fp.tensors:  # option confer=K has its own score; the default path below is unchanged
+            return metav_confer.score(fp, verifier, suspect)
         try:
             feats = suspect_features(suspect, x, fp.task, int(fp.spec["output_dim"]),
                                      str(meta.get("features", "prob")))
