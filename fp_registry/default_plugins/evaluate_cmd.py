@@ -21,10 +21,12 @@ from fp_registry import hookimpl
 @click.option("--holdout", default="", help="Comma-separated attack families kept out of train/calibration.")
 @click.option("--size", default=0, help="Cap derived and independent models per split (default: full zoo).")
 @click.option("--seed", default=0, show_default=True)
+@click.option("--seeds", default="", help="Comma-separated zoo seeds, e.g. 5,6,7: a new owner and zoo per seed, "
+              "reports under OUT/seed-S and a summary across them (OUT/summary.md). Scenarios only.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def evaluate(scenario: str | None, methods: str, out: str, model: str | None, data: str | None, task: str,
-             holdout: str, size: int, seed: int, as_json: bool, quiet: bool) -> None:
+             holdout: str, size: int, seed: int, seeds: str, as_json: bool, quiet: bool) -> None:
     """Evaluate METHODS on a scenario's (or your model's) zoo; metrics are measured on the test split only."""
     import json
 
@@ -38,6 +40,9 @@ def evaluate(scenario: str | None, methods: str, out: str, model: str | None, da
     names = [m.strip() for m in methods.split(",") if m.strip()]
     options: dict[str, Any] = {"holdout_families": tuple(h.strip() for h in holdout.split(",") if h.strip()),
                                "sizes": {s: size for s in ("train", "calibration", "test")} if size else None}
+    if seeds:
+        _over_seeds(scenario, names, out, seeds, model, not quiet, as_json, options)
+        return
     if model is not None:
         report = _own_model(model, data, task, names, out, seed, not quiet, options)
     elif scenario is not None:
@@ -49,6 +54,24 @@ def evaluate(scenario: str | None, methods: str, out: str, model: str | None, da
     else:
         click.echo(summary_table(report))
         click.echo(f"\nreport: {out}/report.md")
+
+
+def _over_seeds(scenario: str | None, names: list[str], out: str, seeds: str, model: str | None, progress: bool,
+                as_json: bool, options: dict[str, Any]) -> None:
+    import json
+
+    from fp_registry.errors import UsageError
+    from fp_registry.evaluation.seeds import evaluate_seeds, summary_markdown
+
+    if scenario is None or model is not None:
+        raise UsageError("--seeds needs --scenario (a seed trains a new owner and zoo)",
+                         "pass --scenario NAME, or evaluate your own model with --model and one --seed")
+    try:
+        values = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        raise UsageError(f"--seeds {seeds!r} is not a list of integers", "write it as e.g. --seeds 5,6,7") from None
+    summary = evaluate_seeds(scenario, names, values, out, progress=progress, **options)
+    click.echo(json.dumps(summary, indent=1) if as_json else summary_markdown(summary) + f"\nsummary: {out}/summary.md")
 
 
 def _own_model(model: str, data: str | None, task: str, names: list[str], out: str, seed: int, progress: bool,

@@ -1,0 +1,61 @@
+"""Evaluation over several zoo seeds: the summary's counts and names, its files, and the CLI end to end."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fp_registry.evaluation.harness import _result
+from fp_registry.evaluation.seeds import summarize, summary_markdown, write_summary
+
+
+def _report(seed: int, scores: list[tuple[str, bool, float]], tau: float = 0.5) -> dict:
+    rows = [{"name": f"digits-mlp/{name}", "family": "finetune" if derived else "homologous", "derived": derived,
+             "score": s, "is_match": s >= tau, "n_queries": 10, "seconds": 0.01, "forward_seconds": 0.005,
+             "utility": {}} for name, derived, s in scores]
+    skipped = {"method": "tafa", "status": "not applicable", "reason": "GELU"}
+    return {"scenario": "digits-mlp", "seed": seed, "methods": [_result("metav", tau, 1.0, 1.0, rows), skipped]}
+
+
+def test_summary_counts_zoos_and_names_misses_and_false_matches(tmp_path) -> None:
+    perfect = _report(5, [("finetune(a)", True, 0.9), ("retrain(k=0)", False, 0.1)])
+    flawed = _report(6, [("extract(same)", True, 0.4), ("finetune(b)", True, 0.8),
+                         ("retrain(k=1)", False, 0.6), ("retrain(k=2)", False, 0.2)])
+    summary = summarize("digits-mlp", [perfect, flawed])
+    metav, tafa = summary["methods"]
+    assert summary["seeds"] == [5, 6] and tafa["totals"]["zoos"] == 0
+    assert [z["status"] for z in tafa["zoos"]] == ["not applicable", "not applicable"]
+    t = metav["totals"]
+    assert (t["zoos"], t["perfect"], t["roc_auc_099"]) == (2, 1, 1)
+    assert t["min_tpr"] == 0.5 and t["min_tnr"] == 0.5
+    assert t["mean_roc_auc"] == pytest.approx((1.0 + 0.75) / 2)  # seed 6: 3 of 4 pairs ranked right
+    assert metav["zoos"][1]["missed"] == ["digits-mlp/extract(same)"]
+    assert metav["zoos"][1]["false_matches"] == ["digits-mlp/retrain(k=1)"]
+    text = summary_markdown(summary)
+    assert "| metav | 2 | 1 | 1 |" in text and "`extract(same)`" in text and "| tafa | 5 | not applicable |" in text
+    write_summary(summary, tmp_path)
+    assert json.loads((tmp_path / "summary.json").read_text())["methods"][0]["totals"]["perfect"] == 1
+
+
+def test_cli_rejects_seeds_without_a_scenario_and_bad_seed_lists(capsys: pytest.CaptureFixture) -> None:
+    from fp_registry.cli import run
+
+    assert run(["evaluate", "--seeds", "1,2"]) == 4
+    assert "--seeds needs --scenario" in capsys.readouterr().err
+    assert run(["evaluate", "-s", "digits-mlp", "--seeds", "1,x"]) == 4
+    assert "not a list of integers" in capsys.readouterr().err
+
+
+def test_cli_evaluates_two_seeds_into_reports_and_a_summary(tmp_path, capsys: pytest.CaptureFixture) -> None:
+    from fp_registry.cli import run
+
+    out = tmp_path / "eval"
+    code = run(["evaluate", "-s", "digits-mlp", "-m", "ipguard:n_queries=20:steps=20", "--seeds", "3,4",
+                "--size", "2", "-o", str(out), "-q", "--json"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["seeds"] == [3, 4] and summary["methods"][0]["totals"]["zoos"] == 2
+    assert (out / "seed-3" / "report.json").exists() and (out / "seed-4" / "report.md").exists()
+    per_seed = json.loads((out / "seed-4" / "report.json").read_text())["methods"][0]["overall"]
+    assert summary["methods"][0]["zoos"][1]["roc_auc"] == per_seed["roc_auc"]
+    assert (out / "summary.md").read_text().startswith("# digits-mlp: 2 zoo seeds (3, 4)")
