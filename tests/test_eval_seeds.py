@@ -28,11 +28,13 @@ def test_summary_counts_zoos_and_names_misses_and_false_matches(tmp_path) -> Non
     t = metav["totals"]
     assert (t["zoos"], t["perfect"], t["roc_auc_099"]) == (2, 1, 1)
     assert t["min_tpr"] == 0.5 and t["min_tnr"] == 0.5
+    assert t["mir_005_same_arch_fir_0"] == 1 and metav["zoos"][1]["same_arch_fpr"] == 0.5  # one of 2 homologous
     assert t["mean_roc_auc"] == pytest.approx((1.0 + 0.75) / 2)  # seed 6: 3 of 4 pairs ranked right
     assert metav["zoos"][1]["missed"] == ["digits-mlp/extract(same)"]
     assert metav["zoos"][1]["false_matches"] == ["digits-mlp/retrain(k=1)"]
     text = summary_markdown(summary)
-    assert "| metav | 2 | 1 | 1 |" in text and "`extract(same)`" in text and "| tafa | 5 | not applicable |" in text
+    assert "| metav | 2 | 1 | 1 | 0 | 1 | 0.875 |" in text  # ARUC 0.8 and 0.3: no zoo at >= 0.90
+    assert "`extract(same)`" in text and "| tafa | 5 | not applicable |" in text
     write_summary(summary, tmp_path)
     assert json.loads((tmp_path / "summary.json").read_text())["methods"][0]["totals"]["perfect"] == 1
 
