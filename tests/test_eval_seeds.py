@@ -46,6 +46,8 @@ def test_cli_rejects_seeds_without_a_scenario_and_bad_seed_lists(capsys: pytest.
     assert "--seeds needs --scenario" in capsys.readouterr().err
     assert run(["evaluate", "-s", "digits-mlp", "--seeds", "1,x"]) == 4
     assert "not a list of integers" in capsys.readouterr().err
+    assert run(["evaluate", "-s", "digits-mlp", "--seed", "3", "--seeds", "1,2"]) == 4
+    assert "--seed and --seeds were both given" in capsys.readouterr().err
 
 
 def test_cli_evaluates_two_seeds_into_reports_and_a_summary(tmp_path, capsys: pytest.CaptureFixture) -> None:

@@ -41,6 +41,9 @@ def evaluate(scenario: str | None, methods: str, out: str, model: str | None, da
     options: dict[str, Any] = {"holdout_families": tuple(h.strip() for h in holdout.split(",") if h.strip()),
                                "sizes": {s: size for s in ("train", "calibration", "test")} if size else None}
     if seeds:
+        if seed != 0:
+            raise UsageError("--seed and --seeds were both given",
+                             "use --seed N for one zoo or --seeds A,B for several")
         _over_seeds(scenario, names, out, seeds, model, not quiet, as_json, options)
         return
     if model is not None:
