@@ -103,12 +103,7 @@ class Suspect:
         raw = self.raw(x)
         if _label_only(raw, output_dim):
             return np.log(np.maximum(_one_hot(raw, output_dim).numpy(), floor))
-        flat = raw if raw.ndim == 2 and not raw.requires_grad else raw.detach().reshape(len(raw), -1)
-        if flat.shape[1] != output_dim:
-            raise ShapeMismatchError(f"suspect {self.name} returns {flat.shape[1]} outputs per input, "
-                                     f"the fingerprint expects {output_dim}")
-        if flat.dtype != torch.float32:
-            flat = flat.to(torch.float32)
+        flat = self._class_matrix(raw, output_dim)
         if looks_like_probs(flat.numpy()):
             return np.log(np.maximum(flat.numpy(), floor))
         logp = torch.log_softmax(flat, dim=1).numpy()
@@ -119,11 +114,18 @@ class Suspect:
         raw = self.raw(x)
         if _label_only(raw, output_dim):
             return np.log(np.maximum(_one_hot(raw, output_dim).numpy(), 1e-38))
-        a = raw.detach().reshape(len(raw), -1).numpy()
-        if a.shape[1] != output_dim:
-            raise ShapeMismatchError(f"suspect {self.name} returns {a.shape[1]} outputs per input, "
+        return log_scores(self._class_matrix(raw, output_dim).numpy())
+
+    def _class_matrix(self, raw: torch.Tensor, output_dim: int) -> torch.Tensor:
+        """Raw class outputs as a detached float32 (N, output_dim) tensor; a wrong width is a one-line error.
+
+        Why the guards: each no-op detach/reshape/cast is a dispatch a tiny model's forward pass would notice.
+        """
+        flat = raw if raw.ndim == 2 and not raw.requires_grad else raw.detach().reshape(len(raw), -1)
+        if flat.shape[1] != output_dim:
+            raise ShapeMismatchError(f"suspect {self.name} returns {flat.shape[1]} outputs per input, "
                                      f"the fingerprint expects {output_dim}")
-        return log_scores(a)
+        return flat if flat.dtype == torch.float32 else flat.to(torch.float32)
 
     def labels(self, x: torch.Tensor, n_classes: int | None = None) -> torch.Tensor:
         """Top-1 labels (what a label-only API returns); ``n_classes`` checks the output width."""
