@@ -40,10 +40,11 @@ class Suspect:
 
     def raw(self, x: torch.Tensor) -> torch.Tensor:
         """Outputs for a batch of inputs, batched; falls back to one-by-one for fixed-batch programs."""
-        self.n_queries += len(x)
-        if len(x) <= self.batch_size:  # the common case: one chunk, no copy through torch.cat
+        n = x.shape[0]  # not len(x): Tensor.__len__ is a Python method with torch-function checks
+        self.n_queries += n
+        if n <= self.batch_size:  # the common case: one chunk, no copy through torch.cat
             try:
-                with _eval_mode(self.module), torch.no_grad():
+                with _query_mode(self.model):
                     return self._call(x)
             except (RuntimeError, ValueError, AssertionError):  # export guards raise AssertionError
                 pass  # retried row by row below, which also words the error
@@ -51,7 +52,7 @@ class Suspect:
 
     def _chunked(self, x: torch.Tensor) -> torch.Tensor:
         chunks, size, start = [], self.batch_size, 0
-        with _eval_mode(self.module), torch.no_grad():
+        with _query_mode(self.model):
             while start < len(x):
                 part = x[start:start + size]
                 try:
@@ -152,23 +153,33 @@ def _one_hot(raw: torch.Tensor, output_dim: int) -> torch.Tensor:
     return canonicalize_labels(raw.round().clamp(0, output_dim - 1), output_dim)
 
 
-class _eval_mode:
-    """Put a module in eval mode for the duration of a query and restore each submodule's previous mode after."""
+class _query_mode:
+    """Eval mode and no autograd for the duration of a query; each submodule gets its previous mode back.
 
-    def __init__(self, module: nn.Module | None) -> None:
-        self.module = module
+    Why one slotted object and torch's C-level grad switch: ``no_grad()`` and ``set_grad_enabled()`` are Python
+    classes that build further objects on enter and exit, and a second context manager is a second set of
+    calls; after a tiny model's forward pass each such call runs cold and shows in the verify/forward ratio.
+    """
+
+    __slots__ = ("module", "was_training", "grad")
+
+    def __init__(self, model: Any) -> None:
+        self.module = model if isinstance(model, nn.Module) else None
         self.was_training: list[nn.Module] = []
+        self.grad = True
 
     def __enter__(self) -> None:
-        if self.module is None:
-            return
-        # Why not always train(False): it walks every submodule through nn.Module.__setattr__, which costs more
-        # than a tiny model's forward pass; a module already wholly in eval mode needs no change.
-        self.was_training = _training_modules(self.module)
-        if self.was_training:
-            _set_mode(self.module, training=False)
+        if self.module is not None:
+            # Why not always train(False): it walks every submodule through nn.Module.__setattr__, which costs
+            # more than a tiny model's forward pass; a module already wholly in eval mode needs no change.
+            self.was_training = _training_modules(self.module)
+            if self.was_training:
+                _set_mode(self.module, training=False)
+        self.grad = torch.is_grad_enabled()
+        torch._C._set_grad_enabled(False)  # what torch.no_grad() does, minus its Python wrapper objects
 
     def __exit__(self, *exc: Any) -> None:
+        torch._C._set_grad_enabled(self.grad)
         for module in self.was_training:
             if not module.training:
                 _set_mode(module, training=True, recurse=False)

@@ -158,3 +158,49 @@ def test_numpy_verifier_equals_the_torch_verifier(hidden: tuple[int, ...], signe
     assert (numpy_v.folded is not None) == (not hidden and not signed)  # the default verifier takes the fold
     got = [numpy_v(f.numpy()) for f in feats]
     assert np.allclose(got, expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("grad_outside", [True, False])
+def test_queries_run_without_autograd_and_restore_the_callers_grad_mode(grad_outside: bool) -> None:
+    seen: list[bool] = []
+    net = _net().eval()
+    net.register_forward_pre_hook(lambda _m, _inp: seen.append(torch.is_grad_enabled()))
+    with torch.set_grad_enabled(grad_outside):
+        out = Suspect(net, batch_size=16).raw(torch.randn(40, 8))  # three chunks
+        Suspect(net).raw(torch.randn(4, 8))  # one chunk
+        assert torch.is_grad_enabled() is grad_outside
+    assert seen == [False] * 4 and not out.requires_grad
+
+
+def test_a_failing_suspect_gets_its_modes_and_the_grad_mode_back() -> None:
+    from fp_registry.errors import ShapeMismatchError
+
+    net = _net().train()
+    net[3].eval()
+    with pytest.raises(ShapeMismatchError, match="failed on inputs of shape"):
+        Suspect(net).raw(torch.randn(4, 5))  # wrong width: the batch fails, then row by row
+    assert [m.training for m in net.modules()] == [True, True, True, True, False]
+    assert torch.is_grad_enabled()
+
+
+def test_metav_score_uses_a_plan_made_once_and_keeps_its_evidence() -> None:
+    from fp_registry.algorithms.metav import MetaV
+    from fp_registry.algorithms.metav_verifier import make_verifier, plain_state, transform_features, verifier_input
+    from fp_registry.fingerprints import Fingerprint
+    from fp_registry.methods import Built
+
+    torch.manual_seed(3)
+    v, x = make_verifier(6 * 4, ()), torch.randn(6, 8)
+    shift, scale = torch.randn(24), torch.rand(24) + 0.5
+    tensors = {"queries": {"x": x}, "verifier": {**plain_state(v), "shift": shift, "scale": scale}}
+    fp = Fingerprint("metav", "classification", {}, {"output_dim": 4}, Built(tensors, {"verifier": {
+        "features": "logprob", "input": "signed"}}))
+    net = _net().train()
+    scores = [fp.verify(net) for _ in range(2)]
+    assert scores[0].score == scores[1].score and net.training
+    assert fp.prepared("metav.plan", lambda: None) is fp.prepared("metav.plan", lambda: None)
+    feats = transform_features(net.eval()(x).detach().softmax(1), "classification", "logprob").reshape(1, -1)
+    logit = float(v(verifier_input(feats, shift, scale, True)).detach())
+    assert scores[0].evidence["n_queries"] == 6 and abs(scores[0].evidence["logit"] - logit) < 1e-4
+    temperature = MetaV.defaults["score_temperature"]
+    assert scores[0].score == 1 / (1 + math.exp(-scores[0].evidence["logit"] / temperature))

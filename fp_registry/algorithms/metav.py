@@ -276,19 +276,15 @@ class MetaV(Method):
 
     # ---------------------------------------------------------------- verify
     def score(self, fp: Any, suspect: Any) -> tuple[float, dict[str, Any]]:
-        # fresh, aligned copies: loaded (mmap-ed) tensors may take other SIMD paths and differ in the last bits
-        x = fp.prepared("metav.queries", lambda: fp.tensors["queries"]["x"].clone())
-        meta = fp.info.get("verifier", {})
-        verifier = fp.prepared("metav.numpy", lambda: NumpyVerifier(fp.tensors["verifier"],
-                                                                     meta.get("input", "signed") == "signed"))
-        if "confer" in fp.tensors:  # option confer=K has its own score; the default path below is unchanged
-            return metav_confer.score(fp, verifier, suspect)
+        plan = fp.prepared("metav.plan", lambda: _VerifyPlan(fp))
+        if plan.confer:  # option confer=K has its own score; the default path below is unchanged
+            return metav_confer.score(fp, plan.verifier, suspect)
         try:
-            feats = suspect_features(suspect, x, fp.task, int(fp.spec["output_dim"]),
-                                     str(meta.get("features", "prob")))
+            feats = suspect_features(suspect, plan.x, fp.task, plan.output_dim, plan.features)
         except IndexError as exc:  # e.g. token ids beyond the suspect's embedding table
             raise ShapeMismatchError(f"suspect {suspect.name} failed on the queries ({str(exc)[:80]}); token-id "
                                      f"suspects: its vocabulary is smaller than the owner's") from exc
+        verifier = plan.verifier
         if feats.size != verifier.n_features:
             raise ShapeMismatchError(f"suspect {suspect.name} gives {feats.size} features, "
                                      f"the verifier expects {verifier.n_features}")
@@ -299,4 +295,22 @@ class MetaV(Method):
         # verdicts stay distinct in float64 instead of tying at 1.0 (a tie there breaks the calibrated threshold)
         z = logit / float(self.settings["score_temperature"])
         prob = 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
-        return prob, {"probability": prob, "logit": logit, "n_queries": int(len(x))}
+        return prob, {"probability": prob, "logit": logit, "n_queries": plan.n_queries}
+
+
+class _VerifyPlan:
+    """What :meth:`MetaV.score` reads from a fingerprint, derived once: one lookup per verification, not six.
+
+    ``x`` is a fresh, aligned copy: loaded (mmap-ed) tensors may take other SIMD paths and differ in the last bits.
+    """
+
+    __slots__ = ("x", "verifier", "confer", "output_dim", "features", "n_queries")
+
+    def __init__(self, fp: Any) -> None:
+        meta = fp.info.get("verifier", {})
+        self.x = fp.tensors["queries"]["x"].clone()
+        self.verifier = NumpyVerifier(fp.tensors["verifier"], meta.get("input", "signed") == "signed")
+        self.confer = "confer" in fp.tensors
+        self.output_dim = int(fp.spec["output_dim"])
+        self.features = str(meta.get("features", "prob"))
+        self.n_queries = int(self.x.shape[0])
