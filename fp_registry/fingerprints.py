@@ -78,8 +78,8 @@ class Fingerprint:
         score = float(score)
         threshold = float(self.threshold)
         p_value = method.p_value(self, score, evidence)
-        return Verdict(score, threshold, score >= threshold, p_value, s.n_queries, self.method,
-                       time.perf_counter() - start, evidence, suspect=s.name)
+        return Verdict.checked(score, threshold, p_value, s.n_queries, self.method, time.perf_counter() - start,
+                               evidence, s.name)
 
     def manifest(self) -> dict[str, Any]:
         return {"method": self.method, "task": self.task, "settings": self.settings, "spec": self.spec,

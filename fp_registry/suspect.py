@@ -43,16 +43,19 @@ class Suspect:
         n = x.shape[0]  # not len(x): Tensor.__len__ is a Python method with torch-function checks
         self.n_queries += n
         if n <= self.batch_size:  # the common case: one chunk, no copy through torch.cat
+            state = _enter_query(self.model)
             try:
-                with _query_mode(self.model):
-                    return self._call(x)
+                return self._call(x)
             except (RuntimeError, ValueError, AssertionError):  # export guards raise AssertionError
                 pass  # retried row by row below, which also words the error
+            finally:
+                _leave_query(state)
         return self._chunked(x)
 
     def _chunked(self, x: torch.Tensor) -> torch.Tensor:
         chunks, size, start = [], self.batch_size, 0
-        with _query_mode(self.model):
+        state = _enter_query(self.model)
+        try:
             while start < len(x):
                 part = x[start:start + size]
                 try:
@@ -65,6 +68,8 @@ class Suspect:
                     continue
                 chunks.append(out)
                 start += len(part)
+        finally:
+            _leave_query(state)
         return chunks[0] if len(chunks) == 1 else torch.cat(chunks)
 
     def _call(self, x: torch.Tensor) -> torch.Tensor:
@@ -102,9 +107,13 @@ class Suspect:
         as the suspect's forward pass.
         """
         raw = self.raw(x)
-        if _label_only(raw, output_dim):
+        shape = raw.shape
+        if len(shape) == 2 and shape[1] == output_dim > 1 and raw.dtype == torch.float32 and not raw.requires_grad:
+            flat = raw  # the common case in one test: what _class_matrix would return unchanged
+        elif _label_only(raw, output_dim):
             return np.log(np.maximum(_one_hot(raw, output_dim).numpy(), floor))
-        flat = self._class_matrix(raw, output_dim)
+        else:
+            flat = self._class_matrix(raw, output_dim)
         if looks_like_probs(flat.numpy()):
             return np.log(np.maximum(flat.numpy(), floor))
         logp = torch.log_softmax(flat, dim=1).numpy()
@@ -153,36 +162,31 @@ def _one_hot(raw: torch.Tensor, output_dim: int) -> torch.Tensor:
     return canonicalize_labels(raw.round().clamp(0, output_dim - 1), output_dim)
 
 
-class _query_mode:
-    """Eval mode and no autograd for the duration of a query; each submodule gets its previous mode back.
+def _enter_query(model: Any) -> tuple[bool, list[nn.Module]]:
+    """Eval mode and no autograd for a query; returns what :func:`_leave_query` needs to undo both.
 
-    Why one slotted object and torch's C-level grad switch: ``no_grad()`` and ``set_grad_enabled()`` are Python
-    classes that build further objects on enter and exit, and a second context manager is a second set of
-    calls; after a tiny model's forward pass each such call runs cold and shows in the verify/forward ratio.
+    Why two plain functions and torch's C-level grad switch: ``no_grad()`` and ``set_grad_enabled()`` are Python
+    classes that build further objects on enter and exit; after a tiny model's forward pass each extra call
+    runs cold and shows in the verify/forward ratio.
     """
+    training: list[nn.Module] = []
+    if isinstance(model, nn.Module):
+        # Why not always train(False): it walks every submodule through nn.Module.__setattr__, which costs
+        # more than a tiny model's forward pass; a module already wholly in eval mode needs no change.
+        training = _training_modules(model)
+        if training:
+            _set_mode(model, training=False)
+    grad = torch.is_grad_enabled()
+    torch._C._set_grad_enabled(False)  # what torch.no_grad() does, minus its wrapper objects
+    return grad, training
 
-    __slots__ = ("module", "was_training", "grad")
 
-    def __init__(self, model: Any) -> None:
-        self.module = model if isinstance(model, nn.Module) else None
-        self.was_training: list[nn.Module] = []
-        self.grad = True
-
-    def __enter__(self) -> None:
-        if self.module is not None:
-            # Why not always train(False): it walks every submodule through nn.Module.__setattr__, which costs
-            # more than a tiny model's forward pass; a module already wholly in eval mode needs no change.
-            self.was_training = _training_modules(self.module)
-            if self.was_training:
-                _set_mode(self.module, training=False)
-        self.grad = torch.is_grad_enabled()
-        torch._C._set_grad_enabled(False)  # what torch.no_grad() does, minus its Python wrapper objects
-
-    def __exit__(self, *exc: Any) -> None:
-        torch._C._set_grad_enabled(self.grad)
-        for module in self.was_training:
-            if not module.training:
-                _set_mode(module, training=True, recurse=False)
+def _leave_query(state: tuple[bool, list[nn.Module]]) -> None:
+    """Restore the caller's grad mode and each submodule's previous training mode."""
+    torch._C._set_grad_enabled(state[0])
+    for module in state[1]:
+        if not module.training:
+            _set_mode(module, training=True, recurse=False)
 
 
 def _training_modules(root: nn.Module) -> list[nn.Module]:
@@ -195,7 +199,8 @@ def _training_modules(root: nn.Module) -> list[nn.Module]:
             continue
         if module.training:  # a shared submodule may be listed twice: switching its mode twice is harmless
             found.append(module)
-        stack.extend(getattr(module, "_modules", {}).values())
+        if module._modules:  # leaves (most modules) have none
+            stack.extend(module._modules.values())
     return found
 
 

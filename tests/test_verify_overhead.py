@@ -204,3 +204,19 @@ def test_metav_score_uses_a_plan_made_once_and_keeps_its_evidence() -> None:
     assert scores[0].evidence["n_queries"] == 6 and abs(scores[0].evidence["logit"] - logit) < 1e-4
     temperature = MetaV.defaults["score_temperature"]
     assert scores[0].score == 1 / (1 + math.exp(-scores[0].evidence["logit"] / temperature))
+
+
+def test_checked_verdict_equals_the_dataclass_constructor() -> None:
+    import dataclasses
+
+    from fp_registry.records import Verdict
+
+    evidence = {"logit": 1.5}
+    for score, p_value in ((0.7, 0.01), (0.2, None), (0.5, 1.0)):
+        fast = Verdict.checked(score, 0.5, p_value, 50, "metav", 0.25, evidence, "net")
+        slow = Verdict(score, 0.5, score >= 0.5, p_value, 50, "metav", 0.25, evidence, suspect="net")
+        assert fast == slow and list(fast.__dict__.items()) == list(slow.__dict__.items())
+        assert list(fast.__dict__) == [f.name for f in dataclasses.fields(Verdict)]
+        assert fast.to_dict() == slow.to_dict() and fast.label == slow.label
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.score = 1.0  # type: ignore[misc]
