@@ -180,7 +180,7 @@ def _zoo_splits(m: Method, owner: Owner, positives: list[Any] | None, negatives:
     if zoo is None:
         from .zoo.builder import build_zoo
 
-        zoo = build_zoo(owner, seed=seed, progress=progress)
+        zoo = build_zoo(owner, seed=seed, progress=progress, train_reps=m.zoo_train_reps)
     return zoo.split("train"), zoo.split("calibration")
 
 

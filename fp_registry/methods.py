@@ -156,6 +156,8 @@ class Method(ABC):
     tasks: ClassVar[tuple[str, ...]] = TASKS
     #: "none": needs no zoo; "calibrate": zoo only sets the threshold; "train": the verifier learns from the zoo
     zoo_use: ClassVar[str] = "calibrate"
+    #: how many times a zoo built for this method repeats its train split (fresh seeds; only "train" methods gain)
+    zoo_train_reps: ClassVar[int] = 1
     access: ClassVar[str] = "black-box"
     fidelity: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}

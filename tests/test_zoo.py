@@ -9,6 +9,7 @@ from fp_registry.methods import make_owner
 from fp_registry.scenarios import get_scenario, owner_inputs, train_owner
 from fp_registry.training import evaluate_utility
 from fp_registry.zoo import attacks as A
+from fp_registry.errors import UsageError
 from fp_registry.zoo.builder import build_zoo, make_context, plan
 from fp_registry.zoo.recipes import recipes
 from fp_registry.zoo.spec import SPLITS
@@ -53,7 +54,7 @@ def test_recipe_settings_are_disjoint_across_splits() -> None:
 
 def test_holdout_families_only_in_test() -> None:
     p = plan("classification", holdout_families=("distill", "extract"))
-    fams = {(s, r.family) for s, r in p}
+    fams = {(s, r.family) for s, r, _ in p}
     assert ("test", "distill") in fams and ("train", "distill") not in fams
     assert ("calibration", "extract") not in fams
 
@@ -156,3 +157,28 @@ def test_small_zoo_is_disjoint_useful_and_cached(setup, tmp_path, monkeypatch) -
     again = build_zoo(owner, sizes=sizes, progress=False, name="digits-mlp")  # loads from disk
     for a, b in zip(zoo.members, again.members):
         assert a.name == b.name and all(torch.equal(x, y) for x, y in zip(weights(a.model), weights(b.model)))
+
+
+def test_train_reps_add_train_models_only() -> None:
+    one, three = plan("classification"), plan("classification", train_reps=3)
+    count = lambda p, split: sum(1 for s, _, _ in p if s == split)  # noqa: E731
+    assert count(three, "train") == 3 * count(one, "train")
+    for split in ("calibration", "test"):
+        assert [(s, r) for s, r, _ in three if s == split] == [(s, r) for s, r, _ in one if s == split]
+    assert {rep for s, _, rep in three if s != "train"} == {0}
+    with pytest.raises(UsageError):
+        plan("classification", train_reps=0)
+
+
+def test_train_replicas_are_new_models_with_unique_names(setup, tmp_path, monkeypatch) -> None:
+    owner, _ = setup
+    monkeypatch.setenv("FP_REGISTRY_CACHE", str(tmp_path))
+    sizes = {"train": (1, 1), "calibration": (0, 0), "test": (0, 0)}
+    one = build_zoo(owner, sizes=sizes, progress=False, name="digits-mlp")
+    two = build_zoo(owner, sizes=sizes, progress=False, name="digits-mlp", train_reps=2)
+    assert [m.name for m in two.members[:2]] == [m.name for m in one.members]  # replica 0 = the one-replica zoo
+    extra = two.members[2:]
+    assert len(extra) == 2 and all(m.name.startswith("digits-mlp#r1/") and m.split == "train" for m in extra)
+    a, b = one.split("train").negatives[0], two.split("train").negatives[1]  # retrains of replica 0 and 1
+    assert a.name.split("seed=")[1] != b.name.split("seed=")[1]
+    assert not all(torch.equal(x, y) for x, y in zip(weights(a.model), weights(b.model)))

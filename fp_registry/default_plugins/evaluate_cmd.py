@@ -20,13 +20,16 @@ from fp_registry import hookimpl
 @click.option("--task", "-t", default="classification", show_default=True, help="With --model: the task.")
 @click.option("--holdout", default="", help="Comma-separated attack families kept out of train/calibration.")
 @click.option("--size", default=0, help="Cap derived and independent models per split (default: full zoo).")
+@click.option("--train-reps", default=None, type=click.IntRange(min=1),
+              help="Build the train split this many times with fresh seeds (more models for MetaV to learn from); "
+              "default: what the methods ask for.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--seeds", default="", help="Comma-separated zoo seeds, e.g. 5,6,7: a new owner and zoo per seed, "
               "reports under OUT/seed-S and a summary across them (OUT/summary.md). Scenarios only.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def evaluate(scenario: str | None, methods: str, out: str, model: str | None, data: str | None, task: str,
-             holdout: str, size: int, seed: int, seeds: str, as_json: bool, quiet: bool) -> None:
+             holdout: str, size: int, train_reps: int | None, seed: int, seeds: str, as_json: bool, quiet: bool) -> None:
     """Evaluate METHODS on a scenario's (or your model's) zoo; metrics are measured on the test split only."""
     import json
 
@@ -39,7 +42,8 @@ def evaluate(scenario: str | None, methods: str, out: str, model: str | None, da
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     names = [m.strip() for m in methods.split(",") if m.strip()]
     options: dict[str, Any] = {"holdout_families": tuple(h.strip() for h in holdout.split(",") if h.strip()),
-                               "sizes": {s: size for s in ("train", "calibration", "test")} if size else None}
+                               "sizes": {s: size for s in ("train", "calibration", "test")} if size else None,
+                               "train_reps": train_reps}
     if seeds:
         if seed != 0:
             raise UsageError("--seed and --seeds were both given",

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import NotApplicableError, UsageError
-from ..methods import make_owner
+from ..methods import get_method_class, make_owner
 from ..zoo.recipes import SAME_ARCH_FAMILIES
 from ..zoo.spec import Zoo
 from . import metrics
@@ -149,23 +149,30 @@ def _result(method: str, tau: float, fp_seconds: float, peak: float, rows: list[
 
 def evaluate_owner(model: nn.Module, owner_kwargs: dict[str, Any], methods: list[str], out_dir: str | Path | None,
                    *, name: str = "owner", seed: int = 0, alt_data: Any = None, progress: bool = True,
-                   sizes: dict[str, Any] | None = None, holdout_families: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Build the zoo of ``model`` once, evaluate every method, write report.json / report.md / plots."""
+                   sizes: dict[str, Any] | None = None, holdout_families: tuple[str, ...] = (),
+                   train_reps: int | None = None) -> dict[str, Any]:
+    """Build the zoo of ``model`` once, evaluate every method, write report.json / report.md / plots.
+
+    ``train_reps`` builds the train split that many times (fresh seeds), for methods that learn from it (MetaV);
+    by default, as many as the most demanding method would build for itself (its ``zoo_train_reps``).
+    """
     from ..zoo.builder import build_zoo, make_context, utility
 
     kw = {k: v for k, v in owner_kwargs.items() if k in ("task", "data", "labels", "input_shape")}
     owner = make_owner(model, kw.get("task", "classification"), kw.get("data"), kw.get("labels"),
                        kw.get("input_shape"))
+    if train_reps is None:
+        train_reps = max((get_method_class(parse_method_spec(m)[0]).zoo_train_reps for m in methods), default=1)
     start = time.perf_counter()
     zoo = build_zoo(owner, seed=seed, progress=progress, sizes=sizes, holdout_families=holdout_families,
-                    name=name, alt_data=alt_data)
+                    name=name, alt_data=alt_data, train_reps=train_reps)
     zoo_seconds = time.perf_counter() - start
     results = [evaluate_method(model, kw, m, zoo, seed) for m in methods]
     report = {"scenario": name, "task": owner.task, "seed": seed, "zoo_seconds": zoo_seconds,
               "owner_utility": utility(model, make_context(owner, alt_data)),
               "zoo": {s: {"positives": len(zoo.split(s).positives), "negatives": len(zoo.split(s).negatives)}
                       for s in ("train", "calibration", "test")},
-              "holdout_families": list(holdout_families), "methods": results}
+              "holdout_families": list(holdout_families), "train_reps": train_reps, "methods": results}
     if out_dir is not None:
         from .report import write_report
 

@@ -17,6 +17,9 @@ from .recipes import SEED_BASE, Recipe, Step, recipes
 from .spec import SPLITS, Zoo, ZooModel
 
 DEFAULT_SIZE = 20  #: positives and negatives per split (the recipes give a few more; this caps them)
+#: seed offset of each extra train replica: far above any zoo seed's block (10000 * zoo seed), so no replica's
+#: model shares a seed with another replica, another split or another zoo seed's models
+REP_STRIDE = 10**9
 
 
 def make_context(owner: Owner, alt_data: tuple[Any, Any] | None = None) -> AttackContext:
@@ -35,9 +38,15 @@ def make_context(owner: Owner, alt_data: tuple[Any, Any] | None = None) -> Attac
     return AttackContext(owner.task, x, y, ax, ay, owner.input_shape, owner.output_dim, owner.latent_dim)
 
 
-def plan(task: str, sizes: dict[str, Any] | None = None,
-         holdout_families: tuple[str, ...] = ()) -> list[tuple[str, Recipe]]:
-    """(split, recipe) pairs; held-out families appear in the test split only."""
+def plan(task: str, sizes: dict[str, Any] | None = None, holdout_families: tuple[str, ...] = (),
+         train_reps: int = 1) -> list[tuple[str, Recipe, int]]:
+    """(split, recipe, replica) triples; held-out families appear in the test split only.
+
+    ``train_reps`` > 1 repeats the train split's recipes with fresh seeds (replica 1, 2, ...): more independent
+    lineages and more copies to learn from, while calibration and test stay exactly as with one replica.
+    """
+    if train_reps < 1:
+        raise UsageError(f"train_reps={train_reps} is not a positive count", "use 1 (the default) or more")
     out = []
     for split in SPLITS:
         pos, neg = recipes(split, task)
@@ -45,7 +54,8 @@ def plan(task: str, sizes: dict[str, Any] | None = None,
             pos = [r for r in pos if r.family not in holdout_families]
             neg = [r for r in neg if r.family not in holdout_families]
         n_pos, n_neg = _size(sizes, split)
-        out += [(split, r) for r in pos[:n_pos]] + [(split, r) for r in neg[:n_neg]]
+        for rep in range(train_reps if split == "train" else 1):
+            out += [(split, r, rep) for r in pos[:n_pos]] + [(split, r, rep) for r in neg[:n_neg]]
     return out
 
 
@@ -71,11 +81,11 @@ class _Runner:
         self.attacks = attacks()
         self.memo: dict[str, nn.Module] = {}
 
-    def run(self, split: str, recipe: Recipe) -> tuple[nn.Module, list[str]]:
+    def run(self, split: str, recipe: Recipe, rep: int = 0) -> tuple[nn.Module, list[str]]:
         model: nn.Module = self.owner.model
-        key, labels = self.key_root, []
+        key, labels = self.key_root + (f"#r{rep}" if rep else ""), []  # replica 0 keeps the one-replica keys
         for st in recipe.steps:
-            seed = step_seed(self.zoo_seed, split, f"{key}/{st.label()}")
+            seed = step_seed(self.zoo_seed, split, f"{key}/{st.label()}") + REP_STRIDE * rep
             key = f"{key}/{st.label(seed)}"
             labels.append(st.label(seed if st.attack == "retrain" else None))
             model = self._get(key, lambda parent=model, st=st, seed=seed: self._apply(parent, st, seed))
@@ -117,12 +127,13 @@ def utility(model: nn.Module, ctx: AttackContext) -> dict[str, float]:
 
 def build_zoo(owner: Owner, *, seed: int = 0, progress: bool = True, sizes: dict[str, Any] | None = None,
               holdout_families: tuple[str, ...] = (), cache: bool = True, name: str | None = None,
-              alt_data: tuple[Any, Any] | None = None) -> Zoo:
+              alt_data: tuple[Any, Any] | None = None, train_reps: int = 1) -> Zoo:
     """Derived (positive) and independent (negative) models of ``owner`` in disjoint train/calibration/test splits.
 
     ``sizes`` caps positives and negatives per split (``{"test": 10}`` or ``{"test": (10, 12)}``);
     ``holdout_families`` keeps those families out of train and calibration; ``alt_data=(X, y)`` is data disjoint
-    from the owner's (default: half of the owner's data); ``name`` is the lineage root (default ``owner``).
+    from the owner's (default: half of the owner's data); ``name`` is the lineage root (default ``owner``);
+    ``train_reps`` builds the train split that many times with fresh seeds (replica r's names start ``name#rR``).
     """
     from tqdm.auto import tqdm
 
@@ -132,13 +143,14 @@ def build_zoo(owner: Owner, *, seed: int = 0, progress: bool = True, sizes: dict
     runner = _Runner(owner, ctx, seed, cache, _key_root(owner, ctx))
     members: list[ZooModel] = []
     with one_thread():
-        for split, recipe in tqdm(plan(owner.task, sizes, holdout_families), desc="zoo", unit="model",
-                                  disable=not progress):
+        for split, recipe, rep in tqdm(plan(owner.task, sizes, holdout_families, train_reps), desc="zoo",
+                                       unit="model", disable=not progress):
+            root = (name or "owner") + (f"#r{rep}" if rep else "")
             try:
-                model, labels = runner.run(split, recipe)
+                model, labels = runner.run(split, recipe, rep)
             except (ValueError, RuntimeError) as exc:  # e.g. permutation of an architecture we cannot parse
                 warnings.warn(f"zoo: skipped {'/'.join(s.label() for s in recipe.steps)}: {exc}", stacklevel=2)
                 continue
-            members.append(ZooModel("/".join([name or "owner", *labels]), model, recipe.derived, recipe.family,
+            members.append(ZooModel("/".join([root, *labels]), model, recipe.derived, recipe.family,
                                     split, utility(model, ctx)))
     return Zoo(members)
