@@ -62,16 +62,18 @@ class Fingerprint:
         Why: on a small model, re-deriving such copies on every verification costs more than the suspect's
         forward pass (the benchmark's verify/forward ratio).
         """
-        if key not in self._prepared:
-            self._prepared[key] = make()
-        return self._prepared[key]
+        try:
+            return self._prepared[key]
+        except KeyError:
+            value = self._prepared[key] = make()
+            return value
 
     def verify(self, suspect: Any, *, batch_size: int = 1024, allow_pickle: bool = False) -> Verdict:
         """Query ``suspect`` (module, callable or URI) and return a calibrated verdict.
 
         ``Verdict.seconds`` covers the whole check after the suspect is loaded: queries, score, p-value.
         """
-        s = Suspect(suspect, batch_size=batch_size, allow_pickle=allow_pickle)
+        s = Suspect(suspect, "", batch_size, allow_pickle)
         start = time.perf_counter()
         method = self.method_object()
         score, evidence = method.score(self, s)

@@ -220,3 +220,16 @@ def test_checked_verdict_equals_the_dataclass_constructor() -> None:
         assert fast.to_dict() == slow.to_dict() and fast.label == slow.label
     with pytest.raises(dataclasses.FrozenInstanceError):
         fast.score = 1.0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("first", [[2.0, 3.0, 0.5], [0.0, 0.0, 0.0], [-1.0, 5.0, 5.0]])
+def test_log_probs_decide_logits_or_probabilities_whatever_the_first_entries(first: list[float]) -> None:
+    torch.manual_seed(4)
+    logits = torch.randn(6, 4) * 3
+    logits[0, :3] = torch.tensor(first)
+    probs = logits.softmax(1)
+    probs[0] = torch.tensor([0.0, 0.0, 0.0, 1.0]) if first == [0.0, 0.0, 0.0] else probs[0]
+    for raw in (logits, logits.abs() + 0.5, probs):  # logits, all-positive logits, probabilities
+        s = Suspect(lambda a, raw=raw: raw.numpy())
+        expected = np.log(np.maximum(s.outputs(torch.zeros(6, 2), "classification", 4).numpy(), 1e-6))
+        assert np.abs(s.log_probs(torch.zeros(6, 2), 4) - expected).max() < 1e-5
