@@ -185,7 +185,8 @@ def test_a_failing_suspect_gets_its_modes_and_the_grad_mode_back() -> None:
 
 def test_metav_score_uses_a_plan_made_once_and_keeps_its_evidence() -> None:
     from fp_registry.algorithms.metav import MetaV
-    from fp_registry.algorithms.metav_verifier import make_verifier, plain_state, transform_features, verifier_input
+    from fp_registry.algorithms.metav_verifier import (make_verifier, plain_state, suspect_features,
+                                                       transform_features, verifier_input)
     from fp_registry.fingerprints import Fingerprint
     from fp_registry.methods import Built
 
@@ -202,6 +203,9 @@ def test_metav_score_uses_a_plan_made_once_and_keeps_its_evidence() -> None:
     feats = transform_features(net.eval()(x).detach().softmax(1), "classification", "logprob").reshape(1, -1)
     logit = float(v(verifier_input(feats, shift, scale, True)).detach())
     assert scores[0].evidence["n_queries"] == 6 and abs(scores[0].evidence["logit"] - logit) < 1e-4
+    plan = fp.prepared("metav.plan", lambda: None)
+    general = suspect_features(Suspect(net), x, "classification", 4, "logprob")  # the path the plan short-cuts
+    assert plan.centring is not None and scores[0].evidence["logit"] == plan.verifier(general)
     temperature = MetaV.defaults["score_temperature"]
     assert scores[0].score == 1 / (1 + math.exp(-scores[0].evidence["logit"] / temperature))
 

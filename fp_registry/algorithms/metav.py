@@ -16,7 +16,8 @@ from fp_registry.zoo.spec import ZooModel, ZooSplit
 
 from . import metav_confer
 from .metav_member import _Member, _Queries
-from .metav_verifier import NumpyVerifier, make_monotone, make_verifier, plain_state, suspect_features, verifier_input
+from .metav_verifier import (NumpyVerifier, centring_matrix, make_monotone, make_verifier, plain_state,
+                             suspect_features, verifier_input)
 
 
 class MetaV(Method):
@@ -280,7 +281,10 @@ class MetaV(Method):
         if plan.confer:  # option confer=K has its own score; the default path below is unchanged
             return metav_confer.score(fp, plan.verifier, suspect)
         try:
-            feats = suspect_features(suspect, plan.x, fp.task, plan.output_dim, plan.features)
+            if plan.centring is not None:  # the default features, minus suspect_features' dispatch (hot path)
+                feats = (suspect.log_probs(plan.x, plan.output_dim) @ plan.centring).ravel()
+            else:
+                feats = suspect_features(suspect, plan.x, fp.task, plan.output_dim, plan.features)
         except IndexError as exc:  # e.g. token ids beyond the suspect's embedding table
             raise ShapeMismatchError(f"suspect {suspect.name} failed on the queries ({str(exc)[:80]}); token-id "
                                      f"suspects: its vocabulary is smaller than the owner's") from exc
@@ -304,7 +308,7 @@ class _VerifyPlan:
     ``x`` is a fresh, aligned copy: loaded (mmap-ed) tensors may take other SIMD paths and differ in the last bits.
     """
 
-    __slots__ = ("x", "verifier", "confer", "output_dim", "features", "n_queries")
+    __slots__ = ("x", "verifier", "confer", "output_dim", "features", "n_queries", "centring")
 
     def __init__(self, fp: Any) -> None:
         meta = fp.info.get("verifier", {})
@@ -314,3 +318,6 @@ class _VerifyPlan:
         self.output_dim = int(fp.spec["output_dim"])
         self.features = str(meta.get("features", "prob"))
         self.n_queries = int(self.x.shape[0])
+        # suspect_features' own path for centred log-probabilities of a few classes, prepared once
+        small = fp.task == "classification" and self.features == "logprob" and self.output_dim <= 32
+        self.centring = centring_matrix(self.output_dim) if small else None

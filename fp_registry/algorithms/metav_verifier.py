@@ -96,13 +96,13 @@ def suspect_features(suspect: Any, x: torch.Tensor, task: str, output_dim: int, 
     if task == "classification" and mode == "logprob":
         logp = suspect.log_probs(x, output_dim)
         if logp.shape[1] <= 32:  # one small matmul: fewer array calls than subtracting the row means
-            return (logp @ _centring(logp.shape[1])).ravel()
+            return (logp @ centring_matrix(logp.shape[1])).ravel()
         return (logp - np.add.reduce(logp, axis=1, keepdims=True) / logp.shape[1]).ravel()  # mean()'s wrapper is slow
     return suspect.outputs(x, task, output_dim).numpy().ravel()
 
 
 @functools.lru_cache(maxsize=8)
-def _centring(m: int) -> np.ndarray:
+def centring_matrix(m: int) -> np.ndarray:
     """(m, m) float32 matrix that subtracts each row's mean: ``logp @ C = logp - mean(logp, axis=1)``."""
     return (np.eye(m) - 1.0 / m).astype(np.float32)
 
