@@ -59,13 +59,14 @@ class Verdict:
         """``Verdict(score, threshold, score >= threshold, ...)`` with status "checked", built for ``fp.verify``.
 
         Why not the generated ``__init__``: a frozen dataclass sets each of its eleven fields through
-        ``object.__setattr__``; one dict update is cheaper, which a tiny model's verify/forward ratio shows.
+        ``object.__setattr__``; one dict literal is cheaper, which a tiny model's verify/forward ratio shows.
         The same ``__dict__`` results (fields in order; a test compares both constructions).
         """
         verdict = object.__new__(cls)
-        verdict.__dict__.update(score=score, threshold=threshold, is_match=score >= threshold, p_value=p_value,
-                                n_queries=n_queries, method=method, seconds=seconds, evidence=evidence,
-                                status="checked", entry_id="", suspect=suspect)
+        object.__setattr__(verdict, "__dict__", {
+            "score": score, "threshold": threshold, "is_match": score >= threshold, "p_value": p_value,
+            "n_queries": n_queries, "method": method, "seconds": seconds, "evidence": evidence,
+            "status": "checked", "entry_id": "", "suspect": suspect})
         return verdict
 
     @classmethod

@@ -17,15 +17,8 @@ class Suspect:
 
     def __init__(self, model: Any, name: str = "", batch_size: int = 1024, allow_pickle: bool = False,
                  load_config: dict[str, Any] | None = None) -> None:
-        if isinstance(model, Suspect):
-            model, name = model.model, name or model.name
-        if isinstance(model, str):
-            from .loading import load_model
-
-            name = name or model
-            # load_config reaches the loader plugins (e.g. the MLflow tracking URI of the registry being checked)
-            extra = {k: v for k, v in (load_config or {}).items() if k != "allow_pickle"}
-            model = load_model(model, allow_pickle=allow_pickle, **extra)
+        if isinstance(model, (Suspect, str)):  # one test for the common case: a module or callable as it is
+            model, name = _unwrap(model, name, allow_pickle, load_config)
         if not callable(model):
             raise ShapeMismatchError(f"suspect {name or type(model).__name__} is not callable")
         self.model = model
@@ -108,7 +101,7 @@ class Suspect:
         """
         raw = self.raw(x)
         shape = raw.shape
-        if len(shape) == 2 and shape[1] == output_dim > 1 and raw.dtype == torch.float32 and not raw.requires_grad:
+        if len(shape) == 2 and shape[1] == output_dim > 1 and not raw.requires_grad:  # raw() gives float32
             flat = raw  # the common case in one test: what _class_matrix would return unchanged
         elif _label_only(raw, output_dim):
             return np.log(np.maximum(_one_hot(raw, output_dim).numpy(), floor))
@@ -155,6 +148,20 @@ class Suspect:
             raise ShapeMismatchError(f"suspect {self.name} returns {width} classes, the fingerprint expects "
                                      f"{n_classes}")
         return out
+
+
+def _unwrap(model: Any, name: str, allow_pickle: bool, load_config: dict[str, Any] | None) -> tuple[Any, str]:
+    """(callable, name) for a Suspect to re-wrap or a URI to load."""
+    if isinstance(model, Suspect):
+        model, name = model.model, name or model.name
+    if isinstance(model, str):
+        from .loading import load_model
+
+        name = name or model
+        # load_config reaches the loader plugins (e.g. the MLflow tracking URI of the registry being checked)
+        extra = {k: v for k, v in (load_config or {}).items() if k != "allow_pickle"}
+        model = load_model(model, allow_pickle=allow_pickle, **extra)
+    return model, name
 
 
 def _label_only(raw: torch.Tensor, output_dim: int) -> bool:

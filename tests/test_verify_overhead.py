@@ -237,3 +237,14 @@ def test_log_probs_decide_logits_or_probabilities_whatever_the_first_entries(fir
         s = Suspect(lambda a, raw=raw: raw.numpy())
         expected = np.log(np.maximum(s.outputs(torch.zeros(6, 2), "classification", 4).numpy(), 1e-6))
         assert np.abs(s.log_probs(torch.zeros(6, 2), 4) - expected).max() < 1e-5
+
+
+def test_a_suspect_rewraps_a_suspect_and_rejects_what_it_cannot_call() -> None:
+    from fp_registry.errors import ShapeMismatchError
+
+    net = _net()
+    inner = Suspect(net, name="inner")
+    assert Suspect(inner).model is net and Suspect(inner).name == "inner"
+    assert Suspect(inner, name="outer").name == "outer" and Suspect(net).name == "Sequential"
+    with pytest.raises(ShapeMismatchError, match="not callable"):
+        Suspect(42)
