@@ -107,13 +107,9 @@ class Suspect:
             return np.log(np.maximum(_one_hot(raw, output_dim).numpy(), floor))
         else:
             flat = self._class_matrix(raw, output_dim)
-        a = flat.numpy()
-        # Any negative entry means logits (looks_like_probs would say False): three scalar reads decide almost
-        # every logit matrix, a positive first logit included, without its reductions over the whole array.
-        if not (a.size > 2 and (a.item(0) < -1e-6 or a.item(1) < -1e-6 or a.item(2) < -1e-6)) \
-                and looks_like_probs(a):
-            return np.log(np.maximum(a, floor))
         logp = torch.log_softmax(flat, dim=1).numpy()
+        if not _wider_than_probabilities(logp) and looks_like_probs(flat.numpy()):
+            return np.log(np.maximum(flat.numpy(), floor))
         return np.maximum(logp, math.log(floor), out=logp)  # numpy's in-place call is cheaper than torch's
 
     def log_scores(self, x: torch.Tensor, output_dim: int) -> np.ndarray:
@@ -162,6 +158,21 @@ def _unwrap(model: Any, name: str, allow_pickle: bool, load_config: dict[str, An
         extra = {k: v for k, v in (load_config or {}).items() if k != "allow_pickle"}
         model = load_model(model, allow_pickle=allow_pickle, **extra)
     return model, name
+
+
+def _wider_than_probabilities(logp: np.ndarray) -> bool:
+    """Whether the first row's log-softmax spans more than any row of probabilities could: then the raw outputs
+    are logits and ``looks_like_probs`` would say False, known from three scalar reads instead of its passes.
+
+    Why sound: log-softmax keeps the differences within a row (to float32 rounding), and a row that passes
+    ``looks_like_probs`` (entries >= -1e-6, sum within 1e-3 of 1) spans at most ~1.0011 + m * 1e-6 < 1.5 + m * 1e-6.
+    A NaN anywhere in the raw row makes the whole log-softmax row NaN, so the span compares False.
+    """
+    m = logp.shape[1] if logp.ndim == 2 else 0
+    if not logp.size or m < 2:
+        return False
+    first = (logp.item(0), logp.item(1), logp.item(min(2, m - 1)))  # all in row 0
+    return max(first) - min(first) > 1.5 + 1e-6 * m
 
 
 def _label_only(raw: torch.Tensor, output_dim: int) -> bool:

@@ -248,3 +248,19 @@ def test_a_suspect_rewraps_a_suspect_and_rejects_what_it_cannot_call() -> None:
     assert Suspect(inner, name="outer").name == "outer" and Suspect(net).name == "Sequential"
     with pytest.raises(ShapeMismatchError, match="not callable"):
         Suspect(42)
+
+
+@pytest.mark.parametrize("row", [[1.0, 0.0, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25], [0.3, 0.5, 0.2, 0.9],
+                                 [-0.1, 0.2, 0.3, 0.1], [9.0, -9.0, 0.0, 0.0], [float("nan"), 1.0, 0.0, 0.0]])
+def test_the_log_softmax_span_never_mistakes_probabilities_for_logits(row: list[float]) -> None:
+    from fp_registry.suspect import _wider_than_probabilities
+    from fp_registry.tasks import looks_like_probs
+
+    raw = torch.tensor([row, [0.1, 0.2, 0.3, 0.4]])
+    wide = _wider_than_probabilities(torch.log_softmax(raw, dim=1).numpy())
+    assert not (wide and looks_like_probs(raw.numpy()))  # wide only ever says "logits" when the full test agrees
+    assert wide == (row == [9.0, -9.0, 0.0, 0.0])
+    s = Suspect(lambda a: raw.numpy())
+    expected = np.log(np.maximum(s.outputs(torch.zeros(2, 3), "classification", 4).numpy(), 1e-6))
+    assert np.array_equal(np.isnan(s.log_probs(torch.zeros(2, 3), 4)), np.isnan(expected))
+    assert np.nanmax(np.abs(s.log_probs(torch.zeros(2, 3), 4) - expected)) < 1e-5
