@@ -32,37 +32,47 @@ class Suspect:
         return self.model if isinstance(self.model, nn.Module) else None
 
     def raw(self, x: torch.Tensor) -> torch.Tensor:
-        """Outputs for a batch of inputs, batched; falls back to one-by-one for fixed-batch programs."""
+        """Outputs for a batch of inputs, in eval mode without autograd; falls back to one-by-one for fixed-batch
+        programs. Every submodule gets its previous training mode back, and the caller its grad mode.
+
+        Why the mode switches inline, with torch's C-level grad switch: ``no_grad()`` and ``set_grad_enabled()``
+        are Python classes that build further objects on enter and exit, and after a tiny model's forward pass
+        each extra call runs cold and shows in the verify/forward ratio.
+        """
         n = x.shape[0]  # not len(x): Tensor.__len__ is a Python method with torch-function checks
         self.n_queries += n
-        if n <= self.batch_size:  # the common case: one chunk, no copy through torch.cat
-            state = _enter_query(self.model)
-            try:
-                return self._call(x)
-            except (RuntimeError, ValueError, AssertionError):  # export guards raise AssertionError
-                pass  # retried row by row below, which also words the error
-            finally:
-                _leave_query(state)
-        return self._chunked(x)
+        training = _training_modules(self.model) if isinstance(self.model, nn.Module) else []
+        if training:  # not always train(False): its walk through nn.Module.__setattr__ outweighs a tiny forward
+            _set_mode(self.model, training=False)
+        grad = torch.is_grad_enabled()
+        torch._C._set_grad_enabled(False)  # what torch.no_grad() does, minus its wrapper objects
+        try:
+            if n <= self.batch_size:  # the common case: one chunk, no copy through torch.cat
+                try:
+                    return self._call(x)
+                except (RuntimeError, ValueError, AssertionError):  # export guards raise AssertionError
+                    pass  # retried row by row below, which also words the error
+            return self._chunked(x)
+        finally:
+            torch._C._set_grad_enabled(grad)
+            for module in training:
+                if not module.training:
+                    _set_mode(module, training=True, recurse=False)
 
     def _chunked(self, x: torch.Tensor) -> torch.Tensor:
         chunks, size, start = [], self.batch_size, 0
-        state = _enter_query(self.model)
-        try:
-            while start < len(x):
-                part = x[start:start + size]
-                try:
-                    out = self._call(part)
-                except (RuntimeError, ValueError, AssertionError) as exc:  # export guards raise AssertionError
-                    if size == 1:
-                        raise ShapeMismatchError(f"suspect {self.name} failed on inputs of shape "
-                                                 f"{tuple(part.shape[1:])}: {str(exc).splitlines()[0][:160]}") from exc
-                    size = 1  # e.g. a pt2 program exported with a one-row example accepts batch 1 only
-                    continue
-                chunks.append(out)
-                start += len(part)
-        finally:
-            _leave_query(state)
+        while start < len(x):
+            part = x[start:start + size]
+            try:
+                out = self._call(part)
+            except (RuntimeError, ValueError, AssertionError) as exc:  # export guards raise AssertionError
+                if size == 1:
+                    raise ShapeMismatchError(f"suspect {self.name} failed on inputs of shape "
+                                             f"{tuple(part.shape[1:])}: {str(exc).splitlines()[0][:160]}") from exc
+                size = 1  # e.g. a pt2 program exported with a one-row example accepts batch 1 only
+                continue
+            chunks.append(out)
+            start += len(part)
         return chunks[0] if len(chunks) == 1 else torch.cat(chunks)
 
     def _call(self, x: torch.Tensor) -> torch.Tensor:
@@ -182,33 +192,6 @@ def _label_only(raw: torch.Tensor, output_dim: int) -> bool:
 
 def _one_hot(raw: torch.Tensor, output_dim: int) -> torch.Tensor:
     return canonicalize_labels(raw.round().clamp(0, output_dim - 1), output_dim)
-
-
-def _enter_query(model: Any) -> tuple[bool, list[nn.Module]]:
-    """Eval mode and no autograd for a query; returns what :func:`_leave_query` needs to undo both.
-
-    Why two plain functions and torch's C-level grad switch: ``no_grad()`` and ``set_grad_enabled()`` are Python
-    classes that build further objects on enter and exit; after a tiny model's forward pass each extra call
-    runs cold and shows in the verify/forward ratio.
-    """
-    training: list[nn.Module] = []
-    if isinstance(model, nn.Module):
-        # Why not always train(False): it walks every submodule through nn.Module.__setattr__, which costs
-        # more than a tiny model's forward pass; a module already wholly in eval mode needs no change.
-        training = _training_modules(model)
-        if training:
-            _set_mode(model, training=False)
-    grad = torch.is_grad_enabled()
-    torch._C._set_grad_enabled(False)  # what torch.no_grad() does, minus its wrapper objects
-    return grad, training
-
-
-def _leave_query(state: tuple[bool, list[nn.Module]]) -> None:
-    """Restore the caller's grad mode and each submodule's previous training mode."""
-    torch._C._set_grad_enabled(state[0])
-    for module in state[1]:
-        if not module.training:
-            _set_mode(module, training=True, recurse=False)
 
 
 def _training_modules(root: nn.Module) -> list[nn.Module]:
