@@ -12,6 +12,12 @@ from .errors import ShapeMismatchError
 from .tasks import canonicalize, canonicalize_labels, log_scores, looks_like_probs
 
 
+# log(1e-6) as numpy casts the Python float for a float32 array (NEP 50), so results are the same bits; a 0-d
+# array skips that cast on every call, which a tiny model's verify/forward ratio notices.
+_LOG_FLOOR = np.array(math.log(1e-6), dtype=np.float32)
+_LOG_FLOOR.flags.writeable = False
+
+
 class Suspect:
     """A model under audit; only its outputs are used unless a method asks for ``module`` (white box)."""
 
@@ -120,7 +126,8 @@ class Suspect:
         logp = torch.log_softmax(flat, dim=1).numpy()
         if not _wider_than_probabilities(logp) and looks_like_probs(flat.numpy()):
             return np.log(np.maximum(flat.numpy(), floor))
-        return np.maximum(logp, math.log(floor), out=logp)  # numpy's in-place call is cheaper than torch's
+        low = _LOG_FLOOR if floor == 1e-6 else math.log(floor)
+        return np.maximum(logp, low, out=logp)  # numpy's in-place call is cheaper than torch's
 
     def log_scores(self, x: torch.Tensor, output_dim: int) -> np.ndarray:
         """A classifier's class log-scores (N, output_dim) as float32 numpy; see :func:`tasks.log_scores`."""

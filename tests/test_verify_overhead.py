@@ -264,3 +264,12 @@ def test_the_log_softmax_span_never_mistakes_probabilities_for_logits(row: list[
     expected = np.log(np.maximum(s.outputs(torch.zeros(2, 3), "classification", 4).numpy(), 1e-6))
     assert np.array_equal(np.isnan(s.log_probs(torch.zeros(2, 3), 4)), np.isnan(expected))
     assert np.nanmax(np.abs(s.log_probs(torch.zeros(2, 3), 4) - expected)) < 1e-5
+
+
+def test_log_probs_floor_constant_gives_the_bits_of_the_python_float() -> None:
+    net, x = _net().eval(), torch.randn(30, 8) * 40  # confident rows: the floor is active
+    raw = net(x).detach()
+    for floor in (1e-6, 1e-3):
+        expected = np.maximum(torch.log_softmax(raw, dim=1).numpy(), math.log(floor))
+        got = Suspect(net).log_probs(x, 4, floor=floor)
+        assert got.dtype == np.float32 and np.array_equal(got, expected) and (got == np.float32(math.log(floor))).any()
