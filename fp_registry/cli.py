@@ -46,9 +46,11 @@ def _settings(pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--out", "-o", default="fingerprint", show_default=True, type=click.Path(), help="Output directory.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--set", "sets", multiple=True, help="Method setting KEY=VALUE (repeatable).")
+@click.option("--train-reps", default=None, type=click.IntRange(min=1),
+              help="Build the zoo's train split this many times (fresh seeds); default: the method's choice.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def fingerprint_cmd(model: str, method: str, task: str, data: str | None, input_shape: str | None, out: str,
-                    seed: int, sets: tuple[str, ...], as_json: bool) -> None:
+                    seed: int, sets: tuple[str, ...], train_reps: int | None, as_json: bool) -> None:
     """Fingerprint MODEL (a path, scenario://NAME or registry URI) and save the artifact to --out."""
     from .data import load_data_arg
     from .fingerprints import fingerprint
@@ -56,7 +58,7 @@ def fingerprint_cmd(model: str, method: str, task: str, data: str | None, input_
     x, y = load_data_arg(data) if data else (None, None)
     shape = tuple(int(s) for s in input_shape.split(",")) if input_shape else None
     fp = fingerprint(model, method=method, task=task, data=x, labels=y, seed=seed, input_shape=shape,
-                     progress=not as_json, **_settings(sets))
+                     progress=not as_json, train_reps=train_reps, **_settings(sets))
     fp.save(out)
     info = {"path": out, "method": fp.method, "task": fp.task, "digest": fp.digest, "threshold": fp.threshold}
     echo_json(info) if as_json else click.echo(f"fingerprint ({fp.method}, {fp.task}) written to {out}; "

@@ -106,8 +106,11 @@ def fingerprint(model: Any, method: str = "metav", task: str = "classification",
                 labels: Any = None, seed: int = 0, positives: list[Any] | None = None,
                 negatives: list[Any] | None = None, input_shape: tuple[int, ...] | None = None,
                 zoo: Zoo | None = None, target_fpr: float = 0.01, progress: bool = True, whitebox: bool = False,
-                **settings: Any) -> Fingerprint:
+                train_reps: int | None = None, **settings: Any) -> Fingerprint:
     """Fingerprint ``model`` with ``method``; builds and caches a zoo when the method needs one and none is given.
+
+    ``train_reps``: how many times that zoo repeats its train split with fresh seeds (default: the method's
+    ``zoo_train_reps``); more independent lineages for a method that learns from them (MetaV, README).
 
     Example:
         >>> fp = fingerprint(model, method="ipguard", task="classification", data=X, labels=y)  # doctest: +SKIP
@@ -120,7 +123,8 @@ def fingerprint(model: Any, method: str = "metav", task: str = "classification",
     owner = make_owner(model, task, data, labels, input_shape)
     m = get_method_class(method)(**settings)
     m.check_owner(owner)
-    train, cal = _zoo_splits(m, owner, positives, negatives, zoo, seed, progress)
+    reps = m.zoo_train_reps if train_reps is None else train_reps
+    train, cal = _zoo_splits(m, owner, positives, negatives, zoo, seed, progress, reps)
     built = m.build(owner, train, seed, progress)
     fp = _new_fingerprint(m, owner, built, seed)
     if cal is not None and len(cal):
@@ -164,7 +168,8 @@ def calibrate_fingerprint(fp: Fingerprint, split: ZooSplit, target_fpr: float = 
 
 
 def _zoo_splits(m: Method, owner: Owner, positives: list[Any] | None, negatives: list[Any] | None,
-                zoo: Zoo | None, seed: int, progress: bool) -> tuple[ZooSplit | None, ZooSplit | None]:
+                zoo: Zoo | None, seed: int, progress: bool,
+                train_reps: int = 1) -> tuple[ZooSplit | None, ZooSplit | None]:
     if m.zoo_use == "none":
         return None, None
     if positives is not None or negatives is not None:
@@ -182,7 +187,7 @@ def _zoo_splits(m: Method, owner: Owner, positives: list[Any] | None, negatives:
     if zoo is None:
         from .zoo.builder import build_zoo
 
-        zoo = build_zoo(owner, seed=seed, progress=progress, train_reps=m.zoo_train_reps)
+        zoo = build_zoo(owner, seed=seed, progress=progress, train_reps=train_reps)
     return zoo.split("train"), zoo.split("calibration")
 
 

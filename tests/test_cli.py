@@ -73,6 +73,8 @@ def test_usage_errors(files: dict[str, str], capsys: Any) -> None:
     assert run(["fingerprint", files["copy"], "--method", "nope", "--data", "digits"]) == ExitCode.USAGE
     assert "available" in capsys.readouterr().err
     assert run(["fingerprint", files["copy"], "--data", "no-such-data"]) == ExitCode.USAGE
+    assert run(["fingerprint", files["copy"], "--data", "digits", "--train-reps", "0"]) == ExitCode.USAGE
+    assert run(["evaluate", "-s", "digits-mlp", "--train-reps", "0"]) == ExitCode.USAGE
 
 
 def test_fingerprint_command(files: dict[str, str], tmp_path: Path, capsys: Any) -> None:
