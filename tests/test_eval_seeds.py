@@ -63,3 +63,11 @@ def test_cli_evaluates_two_seeds_into_reports_and_a_summary(tmp_path, capsys: py
     per_seed = json.loads((out / "seed-4" / "report.json").read_text())["methods"][0]["overall"]
     assert summary["methods"][0]["zoos"][1]["roc_auc"] == per_seed["roc_auc"]
     assert (out / "summary.md").read_text().startswith("# digits-mlp: 2 zoo seeds (3, 4)")
+
+
+def test_a_shared_zoo_gets_the_train_replicas_its_most_demanding_method_asks_for() -> None:
+    from fp_registry.evaluation.harness import default_train_reps
+
+    assert default_train_reps(["ipguard", "deepcore:select=contrast"]) == 1
+    assert default_train_reps(["ipguard", "metav:n_queries=10"]) == 3  # MetaV learns from the train split
+    assert default_train_reps([]) == 1

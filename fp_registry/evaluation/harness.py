@@ -162,7 +162,7 @@ def evaluate_owner(model: nn.Module, owner_kwargs: dict[str, Any], methods: list
     owner = make_owner(model, kw.get("task", "classification"), kw.get("data"), kw.get("labels"),
                        kw.get("input_shape"))
     if train_reps is None:
-        train_reps = max((get_method_class(parse_method_spec(m)[0]).zoo_train_reps for m in methods), default=1)
+        train_reps = default_train_reps(methods)
     start = time.perf_counter()
     zoo = build_zoo(owner, seed=seed, progress=progress, sizes=sizes, holdout_families=holdout_families,
                     name=name, alt_data=alt_data, train_reps=train_reps)
@@ -178,6 +178,11 @@ def evaluate_owner(model: nn.Module, owner_kwargs: dict[str, Any], methods: list
 
         write_report(report, Path(out_dir))
     return metrics.clean(report)
+
+
+def default_train_reps(methods: list[str]) -> int:
+    """Train replicas a shared zoo needs: the most any of ``methods`` would build for itself."""
+    return max((get_method_class(parse_method_spec(m)[0]).zoo_train_reps for m in methods), default=1)
 
 
 def evaluate(scenario: str, methods: list[str], out_dir: str | Path | None = None, seed: int = 0,
