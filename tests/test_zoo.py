@@ -182,3 +182,5 @@ def test_train_replicas_are_new_models_with_unique_names(setup, tmp_path, monkey
     a, b = one.split("train").negatives[0], two.split("train").negatives[1]  # retrains of replica 0 and 1
     assert a.name.split("seed=")[1] != b.name.split("seed=")[1]
     assert not all(torch.equal(x, y) for x, y in zip(weights(a.model), weights(b.model)))
+    assert [m.replica for m in two.members] == [0, 0, 1, 1]
+    assert [m.name for m in two.replicas(1).members] == [m.name for m in one.members]  # what a 1-replica method sees

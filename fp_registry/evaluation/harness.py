@@ -88,11 +88,17 @@ def score_split(fp: Any, zoo: Zoo, split: str = "test") -> list[dict[str, Any]]:
 
 
 def evaluate_method(owner_model: nn.Module, owner_kwargs: dict[str, Any], method: str, zoo: Zoo,
-                    seed: int = 0, progress: bool = False) -> dict[str, Any]:
-    """Fingerprint with ``method`` (zoo train/calibration splits only) and measure it on the test split."""
+                    seed: int = 0, progress: bool = False, train_reps: int | None = None) -> dict[str, Any]:
+    """Fingerprint with ``method`` (zoo train/calibration splits only) and measure it on the test split.
+
+    ``train_reps``: train replicas the method may learn from (default: as many as it would build for itself).
+    """
     from ..fingerprints import fingerprint
 
     name, settings = parse_method_spec(method)
+    # a shared zoo may have more train replicas than this method asks for; it gets the zoo it would build itself,
+    # so a method's numbers do not depend on which other methods share the run
+    zoo = zoo.replicas(get_method_class(name).zoo_train_reps if train_reps is None else train_reps)
     start = time.perf_counter()
     try:
         fp = fingerprint(owner_model, method=name, zoo=zoo, seed=seed, progress=progress, **owner_kwargs, **settings)
@@ -161,18 +167,17 @@ def evaluate_owner(model: nn.Module, owner_kwargs: dict[str, Any], methods: list
     kw = {k: v for k, v in owner_kwargs.items() if k in ("task", "data", "labels", "input_shape")}
     owner = make_owner(model, kw.get("task", "classification"), kw.get("data"), kw.get("labels"),
                        kw.get("input_shape"))
-    if train_reps is None:
-        train_reps = default_train_reps(methods)
+    reps = default_train_reps(methods) if train_reps is None else train_reps
     start = time.perf_counter()
     zoo = build_zoo(owner, seed=seed, progress=progress, sizes=sizes, holdout_families=holdout_families,
-                    name=name, alt_data=alt_data, train_reps=train_reps)
+                    name=name, alt_data=alt_data, train_reps=reps)
     zoo_seconds = time.perf_counter() - start
-    results = [evaluate_method(model, kw, m, zoo, seed) for m in methods]
+    results = [evaluate_method(model, kw, m, zoo, seed, train_reps=train_reps) for m in methods]
     report = {"scenario": name, "task": owner.task, "seed": seed, "zoo_seconds": zoo_seconds,
               "owner_utility": utility(model, make_context(owner, alt_data)),
               "zoo": {s: {"positives": len(zoo.split(s).positives), "negatives": len(zoo.split(s).negatives)}
                       for s in ("train", "calibration", "test")},
-              "holdout_families": list(holdout_families), "train_reps": train_reps, "methods": results}
+              "holdout_families": list(holdout_families), "train_reps": reps, "methods": results}
     if out_dir is not None:
         from .report import write_report
 

@@ -152,5 +152,5 @@ def build_zoo(owner: Owner, *, seed: int = 0, progress: bool = True, sizes: dict
                 warnings.warn(f"zoo: skipped {'/'.join(s.label() for s in recipe.steps)}: {exc}", stacklevel=2)
                 continue
             members.append(ZooModel("/".join([root, *labels]), model, recipe.derived, recipe.family,
-                                    split, utility(model, ctx)))
+                                    split, utility(model, ctx), rep))
     return Zoo(members)

@@ -30,6 +30,7 @@ class ZooModel:
     family: str
     split: str = "test"
     utility: dict[str, float] = field(default_factory=dict)
+    replica: int = 0  #: which repeat of the train split built it (``build_zoo(train_reps=...)``)
 
 
 @dataclass
@@ -48,6 +49,10 @@ class Zoo:
     """All members; ``zoo.split("train")`` gives one split."""
 
     members: list[ZooModel]
+
+    def replicas(self, n: int) -> "Zoo":
+        """The zoo as built with ``train_reps=n``: members of train replicas ``0 .. n-1`` only."""
+        return Zoo([m for m in self.members if m.replica < n])
 
     def split(self, name: str) -> ZooSplit:
         return ZooSplit([m for m in self.members if m.split == name and m.derived],
