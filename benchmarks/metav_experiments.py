@@ -17,12 +17,14 @@ def load(scenario: str, seed: int = 0) -> tuple[Any, dict[str, Any], Any]:
     """Owner, fingerprint kwargs and the scenario's (cached) zoo, exactly as `fpreg evaluate` builds them."""
     from fp_registry.methods import make_owner
     from fp_registry.scenarios import get_scenario, owner_inputs, train_owner
+    from fp_registry.algorithms.metav import MetaV
     from fp_registry.zoo.builder import build_zoo
 
     sc = get_scenario(scenario)
     model, kw = train_owner(scenario, seed), owner_inputs(scenario)
     owner = make_owner(model, kw["task"], kw["data"], kw.get("labels"), kw.get("input_shape"))
-    zoo = build_zoo(owner, seed=seed, progress=False, name=scenario, alt_data=sc.load_data().other)
+    zoo = build_zoo(owner, seed=seed, progress=False, name=scenario, alt_data=sc.load_data().other,
+                    train_reps=MetaV.zoo_train_reps)
     return model, kw, zoo
 
 
