@@ -29,7 +29,8 @@ from fp_registry import hookimpl
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def evaluate(scenario: str | None, methods: str, out: str, model: str | None, data: str | None, task: str,
-             holdout: str, size: int, train_reps: int | None, seed: int, seeds: str, as_json: bool, quiet: bool) -> None:
+             holdout: str, size: int, train_reps: int | None, seed: int, seeds: str, as_json: bool,
+             quiet: bool) -> None:
     """Evaluate METHODS on a scenario's (or your model's) zoo; metrics are measured on the test split only."""
     import json
 
