@@ -1,13 +1,12 @@
 """Benchmark: peak memory of verify and fingerprint, as ratios against bare baselines measured in the same run.
 
 Usage: FP_REGISTRY_CACHE=... .venv/bin/python benchmarks/memory.py [--scenarios digits-mlp] [--methods ipguard]
-       [--repeats 3] [--out DIR] [--json]
+       [--repeats 3] [--out DIR] [--json] [--glibc-default]
 
 Every quantity is the peak resident memory (VmHWM) of its own fresh Python process, as an increment over that
-process's resident memory right after it imported the same modules (torch, numpy, safetensors, fp_registry and
-its plugins); the peak is reset to the current RSS at that point (``/proc/self/clear_refs``), so a transient of the
-imports cannot hide or inflate it. A fresh process per quantity also means no memory kept by torch's or glibc's
-allocator after an earlier step is reused (which would make a later step look free). Per row and repeat:
+process's resident memory right after it imported the same modules and ran a first op and optimizer (torch,
+safetensors, fp_registry and its plugins); the peak is reset to the current RSS there (``/proc/self/clear_refs``),
+so a transient of the imports cannot hide or inflate it. Per row and repeat:
 
 - bare forward: load the suspect, load the queries verification sent to it, one batched forward (eval, no_grad);
 - verify: load the suspect, ``load_fingerprint``, ``fp.verify(suspect)``;
@@ -15,16 +14,16 @@ allocator after an earlier step is reused (which would make a later step look fr
 - fingerprint: load the owner, its data and its cached zoo, ``fingerprint(owner, method, zoo=...)``.
 
 Repeats run in separate processes, interleaved (baseline, then per method fingerprint, forward, verify); the table
-shows medians, the JSON every repeat. Zoos come only from the model cache: a missing entry is an error, never
-trained here.
+shows medians, the JSON every repeat. Zoos come only from the model cache: a missing entry is an error.
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import gc
-import importlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from safetensors.torch import load_file, save_file
+
+from fp_registry import fingerprint, load_fingerprint, modelio
+from fp_registry.errors import NotApplicableError
+from fp_registry.evaluation.harness import _recorded_verify, _stack, parse_method_spec
+from fp_registry.methods import get_method_class, make_owner
+from fp_registry.modelio import load_path, save_model
+from fp_registry.scenarios import get_scenario, owner_inputs, train_owner
+from fp_registry.zoo.builder import build_zoo
 
 Runner = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -42,13 +50,9 @@ Runner = Callable[[dict[str, Any]], dict[str, Any]]
 
 def _status_kib() -> dict[str, int]:
     """VmRSS and VmHWM of this process in KiB (Linux /proc)."""
-    out = {}
     with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                key, value = line.split(":")
-                out[key] = int(value.split()[0])
-    return out
+        pairs = [line.split(":") for line in f if line.startswith(("VmRSS:", "VmHWM:"))]
+    return {key: int(value.split()[0]) for key, value in pairs}
 
 
 def _reset_peak() -> bool:
@@ -79,19 +83,15 @@ class Probe:
         self.mark("peak")
         new = set(sys.modules) - self.modules  # lazy imports are part of the step's cost: say which they were
         return {"status": "ok", "peak_mb": self.marks["peak"], "marks": self.marks, "base_mb": self.base_kib / 1024,
-                "hwm_reset": self.reset, "new_modules": len(new), "new_packages": sorted({m.split(".")[0] for m in new})}
-
-
-#: what every measuring process imports before its baseline reading, so that import cost is shared
-SHARED_MODULES = ("numpy", "safetensors.torch", "fp_registry.evaluation.harness", "fp_registry.fingerprints",
-                  "fp_registry.scenarios", "fp_registry.zoo.builder", "fp_registry.plugins")
+                "hwm_reset": self.reset, "new_modules": len(new),
+                "new_packages": sorted({m.split(".")[0] for m in new})}
 
 
 def import_shared() -> None:
-    """Import :data:`SHARED_MODULES` and load the plugins (which import the methods)."""
-    for name in SHARED_MODULES:
-        importlib.import_module(name)
-    sys.modules["fp_registry.plugins"].methods()
+    """What every measuring process does before its baseline reading (besides this module's imports)."""
+    from fp_registry.plugins import methods
+
+    methods()  # imports the methods' modules
     warm = torch.nn.Linear(4, 4)
     with torch.no_grad():  # the first torch op of a process sets up ~5 MB of runtime state, whatever runs after
         warm(torch.ones(2, 4))
@@ -106,21 +106,20 @@ class NotCached(Exception):
 
 def cache_only() -> None:
     """Make ``cached_model`` fail instead of training: this benchmark measures, it never builds a zoo."""
-    from fp_registry import modelio
-
     original = modelio.cached_model
+    if getattr(original, "cache_only", False):
+        return
 
     def load(key: str, make: Callable[[], Any]) -> Any:
         def refuse() -> Any:
             raise NotCached(f"{key} is not in the model cache (set FP_REGISTRY_CACHE; this benchmark never trains)")
         return original(key, refuse)
 
+    load.cache_only = True  # type: ignore[attr-defined]
     modelio.cached_model = load
 
 
 def _inputs(spec: dict[str, Any], key: str = "inputs") -> dict[str, Any]:
-    from safetensors.torch import load_file
-
     tensors = load_file(spec[key])
     shape = spec.get("input_shape")
     return {"task": spec["task"], "data": tensors["data"], "labels": tensors.get("labels"),
@@ -134,10 +133,6 @@ def _eval_forward(model: torch.nn.Module, x: torch.Tensor) -> None:
 
 
 def _task_forward(spec: dict[str, Any]) -> dict[str, Any]:
-    from safetensors.torch import load_file
-
-    from fp_registry.modelio import load_path
-
     if not Path(spec["queries"]).exists():
         return {"status": "no queries"}  # the method sent the suspect no inputs (nothing to forward)
     probe = Probe()
@@ -148,9 +143,6 @@ def _task_forward(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _task_verify(spec: dict[str, Any]) -> dict[str, Any]:
-    from fp_registry import load_fingerprint
-    from fp_registry.modelio import load_path
-
     probe = Probe()
     model, fp = load_path(spec["suspect"]), load_fingerprint(spec["fingerprint"])
     probe.mark("loaded")
@@ -159,9 +151,6 @@ def _task_verify(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _task_baseline(spec: dict[str, Any]) -> dict[str, Any]:
-    from fp_registry.methods import make_owner
-    from fp_registry.modelio import load_path
-
     probe = Probe()
     model, kw = load_path(spec["owner"]), _inputs(spec)
     probe.mark("loaded")
@@ -174,10 +163,6 @@ def _task_baseline(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _task_fingerprint(spec: dict[str, Any]) -> dict[str, Any]:
-    from fp_registry import fingerprint
-    from fp_registry.errors import NotApplicableError
-    from fp_registry.modelio import load_path
-
     probe = Probe()
     model, kw = load_path(spec["owner"]), _inputs(spec)
     zoo, negatives = _zoo(model, kw, spec), [load_path(p) for p in spec.get("negatives", [])]
@@ -195,24 +180,17 @@ def _task_fingerprint(spec: dict[str, Any]) -> dict[str, Any]:
 
 def _zoo(model: torch.nn.Module, kw: dict[str, Any], spec: dict[str, Any]) -> Any:
     """The scenario's cached zoo with the train replicas the method would build itself (as ``evaluate`` does)."""
-    if not spec.get("scenario"):
+    if not spec.get("zoo_scenario"):
         return None
-    from fp_registry.methods import get_method_class, make_owner
-    from fp_registry.zoo.builder import build_zoo
-
     cache_only()
     reps = get_method_class(spec["method"]).zoo_train_reps
     alt = _inputs(spec, "alt_inputs")  # from a file: the scenario's dataset loader would import sklearn and pandas
-    return build_zoo(make_owner(model, **kw), seed=spec["seed"], progress=False, name=spec["scenario"],
+    return build_zoo(make_owner(model, **kw), seed=spec["seed"], progress=False, name=spec["zoo_scenario"],
                      alt_data=(alt["data"], alt["labels"]), train_reps=reps)
 
 
 def _save_for_verify(fp: Any, suspect: torch.nn.Module, spec: dict[str, Any]) -> None:
     """Write the artifact, and the exact queries ``fp.verify(suspect)`` sends, for the forward and verify steps."""
-    from safetensors.torch import save_file
-
-    from fp_registry.evaluation.harness import _recorded_verify, _stack
-
     fp.save(spec["fingerprint"])
     _, seen = _recorded_verify(fp, suspect)
     if seen:
@@ -230,10 +208,18 @@ def run_task(spec: dict[str, Any]) -> dict[str, Any]:
     return TASKS[spec["kind"]](spec)
 
 
-def run_child(spec: dict[str, Any]) -> dict[str, Any]:
+#: glibc's initial mmap threshold, held fixed. Why: by default glibc raises it after a large block is freed, so
+#: later large blocks come from the heap and stay there when freed; peaks then depend on allocation order: the
+#: digits-cnn zoo step took 92-168 MB in six identical runs, 33.0 MB (+- 0.1) in three with the threshold fixed.
+#: Fixed, a peak is what a step holds at once. ``--glibc-default`` measures without it.
+FIXED_MMAP = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+
+
+def run_child(spec: dict[str, Any], glibc_default: bool = False) -> dict[str, Any]:
     """One measurement in a fresh interpreter; its last stdout line is the JSON result (no pickling)."""
+    env = {k: v for k, v in os.environ.items() if k not in FIXED_MMAP}
     proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=env if glibc_default else {**env, **FIXED_MMAP})
     if proc.returncode != 0:
         raise RuntimeError(f"{spec['kind']} child failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -260,19 +246,14 @@ class Case:
     seed: int = 0
 
     def spec(self, kind: str, **extra: Any) -> dict[str, Any]:
-        from fp_registry.evaluation.harness import parse_method_spec
-
         method, settings = parse_method_spec(self.method)
         work = Path(self.workdir)
         return {**asdict(self), "kind": kind, "method": method, "settings": settings,
-                "scenario": self.zoo_scenario, "fingerprint": str(work / "fingerprint"),
-                "queries": str(work / "queries.safetensors"), **extra}
+                "fingerprint": str(work / "fingerprint"), "queries": str(work / "queries.safetensors"), **extra}
 
 
 def save_inputs(path: Path, data: Any, labels: Any = None) -> str:
     """The owner's data (and labels) as safetensors, for the measuring processes."""
-    from safetensors.torch import save_file
-
     tensors = {"data": torch.as_tensor(data).contiguous()}
     if labels is not None:
         tensors["labels"] = torch.as_tensor(labels).contiguous()
@@ -287,18 +268,12 @@ def scenario_cases(scenario: str, methods: list[str], tmp: Path, seed: int = 0) 
     The suspect is the first derived model of the zoo's test split (an unseen copy); the zoo is loaded here once
     with the most train replicas any method needs, which fails early when the cache lacks a member.
     """
-    from fp_registry.methods import make_owner
-    from fp_registry.modelio import save_model
-    from fp_registry.scenarios import get_scenario, owner_inputs, train_owner
-    from fp_registry.zoo.builder import build_zoo
-
     cache_only()
     model, kw = train_owner(scenario, seed), owner_inputs(scenario)
     owner = make_owner(model, **kw)
-    keep, skipped = _applicable(owner, methods, scenario)
+    keep, skipped, reps = _applicable(owner, methods, scenario)
     if not keep:
         return [], skipped
-    reps = max(_method_class(m).zoo_train_reps for m in keep)
     zoo = build_zoo(owner, seed=seed, progress=False, name=scenario,
                     alt_data=get_scenario(scenario).load_data().other, train_reps=reps)
     suspect = next(z for z in zoo.members if z.split == "test" and z.derived)
@@ -314,25 +289,19 @@ def scenario_cases(scenario: str, methods: list[str], tmp: Path, seed: int = 0) 
     return cases, skipped
 
 
-def _method_class(spec: str) -> Any:
-    from fp_registry.evaluation.harness import parse_method_spec
-    from fp_registry.methods import get_method_class
-
-    return get_method_class(parse_method_spec(spec)[0])
-
-
-def _applicable(owner: Any, methods: list[str], scenario: str) -> tuple[list[str], list[dict[str, Any]]]:
-    from fp_registry.errors import NotApplicableError
-    from fp_registry.evaluation.harness import parse_method_spec
-
-    keep, skipped = [], []
+def _applicable(owner: Any, methods: list[str], scenario: str) -> tuple[list[str], list[dict[str, Any]], int]:
+    """Methods that apply, "not applicable" rows for the others, and the most train replicas one builds."""
+    keep, skipped, reps = [], [], 1
     for m in methods:
+        name, settings = parse_method_spec(m)
         try:
-            _method_class(m)(**parse_method_spec(m)[1]).check_owner(owner)
-            keep.append(m)
+            get_method_class(name)(**settings).check_owner(owner)
         except NotApplicableError as exc:
             skipped.append({"scenario": scenario, "method": m, "status": "not applicable", "reason": str(exc)})
-    return keep, skipped
+            continue
+        keep.append(m)
+        reps = max(reps, get_method_class(name).zoo_train_reps)
+    return keep, skipped, reps
 
 
 def measure(cases: list[Case], repeats: int = 3, runner: Runner = run_child) -> list[dict[str, Any]]:
@@ -355,19 +324,15 @@ def measure(cases: list[Case], repeats: int = 3, runner: Runner = run_child) -> 
     return [summarise(c, samples[c.method], baseline) for c in cases]
 
 
-def _median(results: list[dict[str, Any]] | None, mark: str = "peak") -> float | None:
+def _stats(results: list[dict[str, Any]] | None, mark: str = "peak") -> tuple[float | None, float | None]:
+    """Median and spread (max - min) of the ``mark`` readings that succeeded."""
     ok = [r["marks"][mark] for r in results or [] if r.get("status") == "ok"]
-    return statistics.median(ok) if ok else None
+    return (statistics.median(ok), max(ok) - min(ok)) if ok else (None, None)
 
 
 def ratio(measured: float | None, baseline: float | None) -> float | None:
     """measured / baseline, or None when either is missing or the baseline is not positive."""
     return measured / baseline if measured is not None and baseline is not None and baseline > 0 else None
-
-
-def _spread(results: list[dict[str, Any]] | None) -> float | None:
-    ok = [r["peak_mb"] for r in results or [] if r.get("status") == "ok"]
-    return max(ok) - min(ok) if ok else None
 
 
 def summarise(case: Case, got: dict[str, list[dict[str, Any]]], baseline: list[dict[str, Any]]) -> dict[str, Any]:
@@ -376,14 +341,14 @@ def summarise(case: Case, got: dict[str, list[dict[str, Any]]], baseline: list[d
     if first["status"] != "ok":
         return {"scenario": case.scenario, "method": case.method, "status": first["status"],
                 "reason": first.get("reason", "")}
-    forward, verify = _median(got.get("forward")), _median(got.get("verify"))
-    fp, base = _median(got["fingerprint"]), _median(baseline)
     raw = {"baseline": baseline, **got}
+    med = {k: _stats(v)[0] for k, v in raw.items()}
     return {"scenario": case.scenario, "method": case.method, "status": "ok", "suspect": case.suspect_name,
-            "forward_mb": forward, "verify_mb": verify, "verify_forward_ratio": ratio(verify, forward),
-            "fingerprint_mb": fp, "zoo_mb": _median(got["fingerprint"], "zoo"), "baseline_mb": base,
-            "fingerprint_baseline_ratio": ratio(fp, base),
-            "spread_mb": {k: _spread(v) for k, v in raw.items()}, "repeats": raw}
+            "forward_mb": med.get("forward"), "verify_mb": med.get("verify"),
+            "verify_forward_ratio": ratio(med.get("verify"), med.get("forward")),
+            "fingerprint_mb": med["fingerprint"], "zoo_mb": _stats(got["fingerprint"], "zoo")[0],
+            "baseline_mb": med["baseline"], "fingerprint_baseline_ratio": ratio(med["fingerprint"], med["baseline"]),
+            "spread_mb": {k: _stats(v)[1] for k, v in raw.items()}, "repeats": raw}
 
 
 # ---- report ----------------------------------------------------------------------------------------------------
@@ -405,6 +370,19 @@ def row(r: dict[str, Any]) -> str:
             f"{_f(r['baseline_mb'])} | {_f(r['fingerprint_baseline_ratio'], 1)} | {_f(spread)} |")
 
 
+def run(scenarios: list[str], methods: list[str], repeats: int, runner: Runner, seed: int = 0) -> list[dict]:
+    """Rows of every scenario; its files (owner, suspect, artifacts, queries: secrets) are deleted afterwards."""
+    from run import _load
+
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="fp-memory-") as tmp:
+        for scenario in scenarios:
+            cases, skipped = scenario_cases(scenario, methods, Path(tmp), seed)
+            rows += (measure(cases, repeats, runner) if cases else []) + skipped
+            print(f"{scenario}: done, load {_load()}", file=sys.stderr)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scenarios", default="digits-mlp,digits-cnn,diabetes-fcn,digits-gen")
@@ -413,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="benchmarks/out")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print memory.json instead of the table")
+    p.add_argument("--glibc-default", action="store_true", help="let glibc move its mmap threshold (noisy peaks)")
     p.add_argument("--child", help=argparse.SUPPRESS)  # internal: one measurement, JSON spec
     args = p.parse_args(argv)
     if args.child:
@@ -421,22 +400,18 @@ def main(argv: list[str] | None = None) -> int:
     from run import _commit, _load
 
     torch.set_num_threads(1)
-    load_start, rows = _load(), []
-    with tempfile.TemporaryDirectory(prefix="fp-memory-") as tmp:  # artifacts and queries are secrets: never kept
-        for scenario in [s for s in args.scenarios.split(",") if s]:
-            cases, skipped = scenario_cases(scenario, [m for m in args.methods.split(",") if m], Path(tmp), args.seed)
-            rows += (measure(cases, args.repeats) if cases else []) + skipped
-            print(f"{scenario}: done, load {_load()}", file=sys.stderr)
+    load_start = _load()
+    rows = run([s for s in args.scenarios.split(",") if s], [m for m in args.methods.split(",") if m], args.repeats,
+               functools.partial(run_child, glibc_default=args.glibc_default), args.seed)
+    allocator = "glibc default" if args.glibc_default else " ".join(f"{k}={v}" for k, v in FIXED_MMAP.items())
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    context = (f"Measured {stamp}, `{' '.join(sys.argv)}`, commit {_commit()}, {args.repeats} repeats, load average "
-               f"at start {load_start} / end {_load()} (1/5/15 min, 2 cores)")
-    table = "\n".join([HEADER] + [row(r) for r in rows])
-    out = Path(args.out)
+    context = (f"Measured {stamp}, `{' '.join(sys.argv)}`, commit {_commit()}, {args.repeats} repeats, {allocator}, "
+               f"load average at start {load_start} / end {_load()} (1/5/15 min, 2 cores)")
+    table, out = "\n".join([HEADER] + [row(r) for r in rows]), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    report = {"context": context, "rows": rows}
-    (out / "memory.json").write_text(json.dumps(report, indent=1))
+    (out / "memory.json").write_text(json.dumps({"context": context, "rows": rows}, indent=1))
     (out / "memory.md").write_text(f"{context}\n\n{table}\n")
-    print(json.dumps(report, indent=1) if args.json else f"{context}\n\n{table}")
+    print((out / "memory.json").read_text() if args.json else f"{context}\n\n{table}")
     return 0
 
 
