@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -100,8 +101,9 @@ def import_shared() -> None:
     torch.optim.SGD(warm.parameters(), lr=0.1)
 
 
-class NotCached(Exception):
-    """A zoo or owner model is missing from the cache (not a RuntimeError: build_zoo would skip those)."""
+class NotCached(ValueError):
+    """A zoo member missing from the cache. A ValueError, so ``build_zoo`` skips it as it skips an attack that fails
+    (a permutation of a transformer is never cached, for that reason); :func:`scenario_cases` reports every skip."""
 
 
 def cache_only() -> None:
@@ -243,6 +245,7 @@ class Case:
     negatives: list[str] = field(default_factory=list)
     alt_inputs: str | None = None  #: the zoo's "other" data (safetensors)
     suspect_name: str = ""
+    zoo_note: dict[str, Any] = field(default_factory=dict)  #: zoo size and the members it skipped
     seed: int = 0
 
     def spec(self, kind: str, **extra: Any) -> dict[str, Any]:
@@ -274,8 +277,12 @@ def scenario_cases(scenario: str, methods: list[str], tmp: Path, seed: int = 0) 
     keep, skipped, reps = _applicable(owner, methods, scenario)
     if not keep:
         return [], skipped
-    zoo = build_zoo(owner, seed=seed, progress=False, name=scenario,
-                    alt_data=get_scenario(scenario).load_data().other, train_reps=reps)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        zoo = build_zoo(owner, seed=seed, progress=False, name=scenario,
+                        alt_data=get_scenario(scenario).load_data().other, train_reps=reps)
+    zoo_note = {"zoo_train_reps": reps, "zoo_members": len(zoo.members),
+                "zoo_skipped": [str(w.message)[:200] for w in caught if str(w.message).startswith("zoo: skipped")]}
     suspect = next(z for z in zoo.members if z.split == "test" and z.derived)
     root = tmp / scenario
     save_model(model, root / "owner")
@@ -285,7 +292,7 @@ def scenario_cases(scenario: str, methods: list[str], tmp: Path, seed: int = 0) 
     shape = list(kw["input_shape"]) if kw.get("input_shape") else None
     cases = [Case(scenario, m, str(root / "owner"), inputs, owner.task, str(root / "suspect"),
                   str(root / m.replace(":", "_")), shape, scenario, alt_inputs=alt, suspect_name=suspect.name,
-                  seed=seed) for m in keep]
+                  zoo_note=zoo_note, seed=seed) for m in keep]
     return cases, skipped
 
 
@@ -344,7 +351,7 @@ def summarise(case: Case, got: dict[str, list[dict[str, Any]]], baseline: list[d
     raw = {"baseline": baseline, **got}
     med = {k: _stats(v)[0] for k, v in raw.items()}
     return {"scenario": case.scenario, "method": case.method, "status": "ok", "suspect": case.suspect_name,
-            "forward_mb": med.get("forward"), "verify_mb": med.get("verify"),
+            **case.zoo_note, "forward_mb": med.get("forward"), "verify_mb": med.get("verify"),
             "verify_forward_ratio": ratio(med.get("verify"), med.get("forward")),
             "fingerprint_mb": med["fingerprint"], "zoo_mb": _stats(got["fingerprint"], "zoo")[0],
             "baseline_mb": med["baseline"], "fingerprint_baseline_ratio": ratio(med["fingerprint"], med["baseline"]),
@@ -379,7 +386,8 @@ def run(scenarios: list[str], methods: list[str], repeats: int, runner: Runner, 
         for scenario in scenarios:
             cases, skipped = scenario_cases(scenario, methods, Path(tmp), seed)
             rows += (measure(cases, repeats, runner) if cases else []) + skipped
-            print(f"{scenario}: done, load {_load()}", file=sys.stderr)
+            skips = len(cases[0].zoo_note["zoo_skipped"]) if cases else 0
+            print(f"{scenario}: done ({skips} zoo members skipped), load {_load()}", file=sys.stderr)
     return rows
 
 
