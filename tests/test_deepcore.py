@@ -29,7 +29,7 @@ def small_zoo(models: dict, train: tuple[str, ...], calibration: tuple[str, ...]
     return Zoo(members)
 
 
-@pytest.mark.parametrize("similarity", ["soft", "label"])
+@pytest.mark.parametrize("similarity", ["soft", "label", "kappa"])
 def test_similarity_flags_copies_not_homologous(models: dict, digits: dict, similarity: str) -> None:
     zoo = small_zoo(models, ("hom1",), ("hom2", "copy"))
     fp = fpr.fingerprint(models["owner"], method="deepcore", similarity=similarity, zoo=zoo, progress=False,
@@ -93,6 +93,8 @@ def test_bad_settings_refused() -> None:
         DeepCore(n_points=50, n_candidates=10)
     with pytest.raises(UsageError, match="similarity"):
         DeepCore(similarity="jsd")
+    with pytest.raises(UsageError, match="optimise"):
+        DeepCore(optimise="adam")
     assert DeepCore(target="auto").settings["target"] == "other"  # fingerprints saved before one recipe
     # 100 of 3000 float candidates (100 of 400 token candidates); None, stored by a short-lived default, reads as 100
     assert (DeepCore().points(), DeepCore(n_points=None).points(), DeepCore(n_points=30).points()) == (100, 100, 30)
@@ -203,3 +205,49 @@ def test_token_deepcore_soft_similarity(bert: dict[str, Any]) -> None:
     assert fp.verify(bert["copy"]).score == pytest.approx(1.0, abs=1e-5)
     tuned, unseen = fp.verify(bert["tuned"]), fp.verify(bert["hom3"])
     assert tuned.score > unseen.score, (tuned.score, unseen.score)
+
+
+def test_kappa_removes_agreement_a_class_prior_explains() -> None:
+    from fp_registry.algorithms.deepcore import chance_corrected
+
+    own = torch.tensor([0, 1, 2, 3] * 25)
+    constant = torch.full((100,), 2)  # answers class 2 everywhere: agrees on the owner's 25 class-2 points
+    assert chance_corrected(0.25, constant, own, 4) == pytest.approx(0.0)
+    assert chance_corrected(1.0, own.clone(), own, 4) == pytest.approx(1.0)
+
+
+def test_ensemble_points_follow_copies_and_leave_homologous_models(models: dict, digits: dict) -> None:
+    """Optimised through the owner, a derived copy and two homologous models, the points keep the copy on the
+    target and push the homologous models off it, more than owner-only optimisation from the same seeds does."""
+    from fp_registry.algorithms.deepcore_ensemble import optimise_ensemble
+    from fp_registry.algorithms.textprobe import other_class
+    from fp_registry.methods import make_owner
+
+    owner = make_owner(models["owner"], **digits)
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.rand(300, *owner.input_shape, generator=gen) * owner.domain[1]
+    with torch.no_grad():
+        t = other_class(models["owner"](x0).argmax(1), 10, gen)
+    kw = dict(steps=30, lr=0.01, eps=0.3, sample=8, seed=0, clamp=owner.clamp)
+    homs = [models["hom1"], models["hom2"]]
+    ens = optimise_ensemble(models["owner"], x0, t, [models["tuned"]], homs, penalty=3.0, **kw)
+    alone = optimise_ensemble(models["owner"], x0, t, [], [], penalty=0.0, **kw)
+
+    def on_target(model: torch.nn.Module, x: torch.Tensor) -> float:
+        with torch.no_grad():
+            return float((model(x).argmax(1) == t).float().mean())
+
+    assert on_target(models["owner"], ens) >= 0.8  # measured 0.90: the penalty keeps some points off target
+    gap = {name: on_target(models["tuned"], x) - max(on_target(m, x) for m in homs)
+           for name, x in (("ens", ens), ("alone", alone))}
+    assert gap["ens"] > gap["alone"] + 0.2, gap  # the copy stays, the homologous models leave
+    assert float((ens - x0).abs().max()) <= 0.3 + 1e-6
+
+
+def test_ensemble_without_zoo_uses_pruned_owner_copies(models: dict, digits: dict) -> None:
+    fp = fpr.fingerprint(models["owner"], method="deepcore", optimise="ensemble", eps=0.3, n_points=30,
+                         n_candidates=150, references=1, reference_epochs=4, negatives=[models["hom1"], models["hom2"]],
+                         positives=[models["copy"]], progress=False, **digits)
+    assert fp.info["optimised_by"] == "owner + 3 pruned copies of the owner + 1 homologous models"
+    assert fp.verify(models["tuned"]).is_match
+    assert not any(fp.verify(models[n]).is_match for n in ("hom3", "hom4"))

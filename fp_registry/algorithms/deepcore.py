@@ -7,6 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fp_registry.algorithms.deepcore_ensemble import derived_references, optimise_ensemble
 from fp_registry.algorithms.deepcore_tokens import build_tokens, check_suspect_vocab, check_token_owner
 from fp_registry.algorithms.textprobe import other_class
 from fp_registry.errors import NotApplicableError, ShapeMismatchError, UsageError
@@ -40,6 +41,14 @@ class DeepCore(Method):
       independent models of the zoo's *train* split; without a zoo, ``references`` models of the owner's
       architecture are trained on the owner's data and labels (other seeds; no derived references); with neither, the
       first ``n_points`` candidates are kept. The calibration and test splits never take part.
+    - Ensemble optimisation (our addition, ``optimise="ensemble"``; the default ``"owner"`` is the reconstruction
+      above): each candidate also minimises the mean CE of derived references on its target and ``penalty`` x the
+      mean ``-log(1 - p_t)`` of homologous references, ``ensemble_sample`` random models of each side per step
+      (:mod:`fp_registry.algorithms.deepcore_ensemble`). References come from the zoo's train split; without a zoo,
+      pruned copies of the owner and the trained homologous references. Points that copies keep and look-alikes
+      lose are made, not only selected.
+    - Similarity C (``similarity="kappa"``): Cohen's kappa of the suspect's and the owner's labels (label agreement
+      minus what the two label frequencies explain), clipped at 0.
     - Token-id owners (``input_kind="int64"``): candidates come from TextProbe's greedy substitution search
       (:mod:`fp_registry.algorithms.deepcore_tokens`, ``token_candidates`` of them), then the same selection,
       similarities and clustering. Ids are never cast to float.
@@ -70,14 +79,15 @@ class DeepCore(Method):
                                 "n_candidates": 3000,
                                 "gamma": 0.999, "seeds": "noise", "target": "other", "steps": 30, "lr": 0.01,
                                 "eps": 0.05, "references": 4, "reference_epochs": 10,
-                                "select": "least", "homologous": "mean", "token_candidates": 400}
+                                "select": "least", "homologous": "mean", "token_candidates": 400,
+                                "optimise": "owner", "penalty": 3.0, "ensemble_sample": 8}
     default_threshold = 0.5
 
     def __init__(self, **settings: Any) -> None:
         super().__init__(**settings)
         if self.settings["target"] == "auto":  # fingerprints saved before the single recipe stored "auto"
             self.settings["target"], self.settings["eps"] = "other", 0.02
-        choices = {"similarity": ("label", "soft"), "soft_space": ("logprob", "prob"), "seeds": ("data", "noise"),
+        choices = {"similarity": ("label", "soft", "kappa"), "optimise": ("owner", "ensemble"), "soft_space": ("logprob", "prob"), "seeds": ("data", "noise"),
                    "target": ("own", "other"), "select": ("least", "contrast"), "homologous": ("max", "mean")}
         for key, allowed in choices.items():
             if self.settings[key] not in allowed:
@@ -115,15 +125,34 @@ class DeepCore(Method):
         with torch.no_grad():
             own = model(x0).argmax(1)
         targets = own if self.settings["target"] == "own" else other_class(own, owner.output_dim, gen)
-        x = self._optimise(model, owner, x0, targets)
+        refs = self.references(owner, zoo, seed)
+        x, info = self._candidates(owner, zoo, x0, targets, refs[0], seed)
         with torch.no_grad():
             probs = torch.softmax(model(x), dim=1)
-        keep, info = self._select(owner, zoo, x, probs, seed)
+        keep, selected = self._select(zoo, x, probs, refs)
+        info.update(selected)
         x, probs, targets = x[keep], probs[keep], targets[keep]
         info.update(reached_gamma=float((probs[torch.arange(len(x)), targets] >= float(self.settings["gamma"]))
                                         .float().mean()),
                     on_target=float((probs.argmax(1) == targets).float().mean()))
         return Built({"core": {"x": x, "probs": probs, "labels": probs.argmax(1), "targets": targets}}, info)
+
+    def references(self, owner: Owner, zoo: Any, seed: int) -> tuple[list[Any], str]:
+        """Homologous reference models and where they came from (:func:`homologous_references`)."""
+        return homologous_references(owner, zoo, int(self.settings["references"]),
+                                     int(self.settings["reference_epochs"]), seed)
+
+    def _candidates(self, owner: Owner, zoo: Any, x0: torch.Tensor, targets: torch.Tensor, homologous: list[Any],
+                    seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Optimised candidates: through the owner alone, or through the owner and reference ensembles."""
+        if self.settings["optimise"] == "owner":
+            return self._optimise(owner.module, owner, x0, targets), {"optimised_by": "owner"}
+        derived, source = derived_references(owner.module, zoo)
+        x = optimise_ensemble(owner.module, x0, targets, derived, homologous, steps=int(self.settings["steps"]),
+                              lr=float(self.settings["lr"]), eps=self.settings["eps"],
+                              penalty=float(self.settings["penalty"]),
+                              sample=int(self.settings["ensemble_sample"]), seed=seed, clamp=owner.clamp)
+        return x, {"optimised_by": f"owner + {len(derived)} {source} + {len(homologous)} homologous models"}
 
     def _seeds(self, owner: Owner, gen: torch.Generator, n: int) -> torch.Tensor:
         if self.settings["seeds"] == "data" and owner.data is not None:
@@ -155,21 +184,20 @@ class DeepCore(Method):
                     x.copy_(owner.clamp(x))
         return x.detach()
 
-    def _select(self, owner: Owner, zoo: Any, x: torch.Tensor, probs: torch.Tensor,
-                seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    def _select(self, zoo: Any, x: torch.Tensor, probs: torch.Tensor,
+                refs: tuple[list[Any], str]) -> tuple[torch.Tensor, dict[str, Any]]:
         """Indices of the ``n_points`` candidates that best tell reference copies from reference homologous models."""
         n = self.points()
-        refs, source = homologous_references(owner, zoo, int(self.settings["references"]),
-                                             int(self.settings["reference_epochs"]), seed)
-        if not refs:
+        models, source = refs
+        if not models:
             return torch.arange(n), {"selected_by": "none (no reference homologous models)"}
         copies = [z.model for z in getattr(zoo, "positives", None) or []] if self.settings["select"] == "contrast" \
             else []
-        neg = reference_probs(refs, x, owner.output_dim)
-        pos = reference_probs(copies, x, owner.output_dim)
+        neg = reference_probs(models, x, probs.shape[1])
+        pos = reference_probs(copies, x, probs.shape[1])
         keep = candidate_ranking(probs, neg, pos, 0.0, worst=self.settings["homologous"] == "max")[:n]
         neg_sim = torch.stack([F.cosine_similarity(p, probs, dim=1) for p in neg]).mean(0)
-        info = {"selected_by": f"{len(refs)} {source}" + (f" + {len(copies)} derived models" if copies else ""),
+        info = {"selected_by": f"{len(models)} {source}" + (f" + {len(copies)} derived models" if copies else ""),
                 "reference_similarity": float(neg_sim[keep].mean()), "reference_similarity_all": float(neg_sim.mean())}
         return keep, info
 
@@ -178,13 +206,16 @@ class DeepCore(Method):
         n_classes = fp.spec["output_dim"]
         if fp.spec.get("input_kind") == "int64":
             check_suspect_vocab(fp, suspect)
-        if self.settings["similarity"] == "label":
+        if self.settings["similarity"] in ("label", "kappa"):
             got = suspect.labels(core["x"], n_classes)
             if len(got) != len(core["labels"]):
                 raise ShapeMismatchError(f"suspect {suspect.name} returned {len(got)} labels for "
                                          f"{len(core['labels'])} inputs")
             s = match_rate(got, core["labels"])
-            return s, {"label_agreement": s, "n_points": len(got)}
+            if self.settings["similarity"] == "label":
+                return s, {"label_agreement": s, "n_points": len(got)}
+            k = chance_corrected(s, got, core["labels"], n_classes)
+            return max(k, 0.0), {"label_agreement": s, "kappa": k, "n_points": len(got)}
         probs = suspect.outputs(core["x"], "classification", n_classes).numpy()
         own = core["probs"].numpy()
         if self.settings["soft_space"] == "logprob":
@@ -243,6 +274,18 @@ def candidate_ranking(own: torch.Tensor, neg: list[torch.Tensor], pos: list[torc
     if pos:
         score = score + agreement(pos).mean(0)
     return score.argsort(descending=True, stable=True)
+
+
+def chance_corrected(agreement: float, got: torch.Tensor, own: torch.Tensor, n_classes: int) -> float:
+    """Cohen's kappa of the suspect's and the owner's labels on the core points.
+
+    Why: a model that answers one class on most noise-like inputs agrees with the owner wherever the owner's
+    label is that class; kappa subtracts the agreement expected from the two label frequencies alone.
+    """
+    a = np.bincount(got.numpy().astype(np.int64), minlength=n_classes)[:n_classes] / max(len(got), 1)
+    b = np.bincount(own.numpy().astype(np.int64), minlength=n_classes)[:n_classes] / max(len(own), 1)
+    chance = float(a @ b)
+    return (agreement - chance) / max(1.0 - chance, 1e-6)
 
 
 def _mean_row_cosine(a: np.ndarray, b: np.ndarray) -> float:

@@ -1,0 +1,81 @@
+"""DeepCore's ensemble optimisation of core points (our addition): copies must follow the owner, look-alikes must not."""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fp_registry.training import frozen
+
+#: magnitude-pruning ratios of the owner used as derived references when no zoo provides copies
+OWNER_PRUNE_RATIOS = (0.5, 0.7, 0.9)
+
+
+def owner_variants(owner_model: nn.Module, ratios: tuple[float, ...] = OWNER_PRUNE_RATIOS) -> list[nn.Module]:
+    """Magnitude-pruned copies of the owner: the derived references of the no-zoo path (MLflow / Hub protect).
+
+    Why pruning: it is the one derivation the owner can make without data or training, and heavily pruned copies
+    are the ones plain owner-confidence points miss (README, DeepCore held-out tables).
+    """
+    from fp_registry.zoo.attacks import prune
+
+    return [prune(owner_model, None, ratio=r) for r in ratios]  # type: ignore[arg-type]  # prune ignores ctx
+
+
+def _sample(models: list[nn.Module], k: int, gen: torch.Generator) -> list[nn.Module]:
+    if k <= 0 or k >= len(models):
+        return models
+    return [models[int(i)] for i in torch.randperm(len(models), generator=gen)[:k]]
+
+
+def ensemble_loss(owner_model: nn.Module, x: torch.Tensor, targets: torch.Tensor, derived: list[nn.Module],
+                  homologous: list[nn.Module], penalty: float) -> torch.Tensor:
+    """Per-point loss: CE of the owner and the mean CE of derived models on the target, plus ``penalty`` times the
+    mean ``-log(1 - p_t)`` of homologous models (pushes their probability of the target towards 0, bounded below)."""
+    loss = F.cross_entropy(owner_model(x), targets, reduction="none")
+    if derived:
+        loss = loss + torch.stack([F.cross_entropy(m(x), targets, reduction="none") for m in derived]).mean(0)
+    if homologous and penalty:
+        rows = torch.arange(len(x))
+        p_t = torch.stack([torch.softmax(m(x), 1)[rows, targets] for m in homologous])
+        loss = loss + penalty * (-torch.log1p(-p_t.clamp(max=1 - 1e-6))).mean(0)
+    return loss
+
+
+def optimise_ensemble(owner_model: nn.Module, x0: torch.Tensor, targets: torch.Tensor, derived: list[nn.Module],
+                      homologous: list[nn.Module], *, steps: int, lr: float, eps: float | None, penalty: float,
+                      sample: int, seed: int, clamp: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Adam on :func:`ensemble_loss`, ``sample`` random models per side and step, projected into the L-inf ball of
+    ``eps`` around each seed and into the input domain (``clamp``).
+
+    Why sampling: a full train split with three replicas is ~130 models; a fresh random handful per step keeps the
+    cost of a digits-cnn fingerprint at minutes while every reference still pulls on the points over the run.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    x = x0.clone().requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=lr)
+    with contextlib.ExitStack() as stack:
+        for m in [owner_model, *derived, *homologous]:
+            stack.enter_context(frozen(m))
+        for _ in range(steps):
+            loss = ensemble_loss(owner_model, x, targets, _sample(derived, sample, gen),
+                                 _sample(homologous, sample, gen), penalty).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                if eps is not None:
+                    x.copy_(x0 + (x - x0).clamp(-float(eps), float(eps)))
+                x.copy_(clamp(x))
+    return x.detach()
+
+
+def derived_references(owner_model: nn.Module, zoo: Any) -> tuple[list[nn.Module], str]:
+    """The zoo split's derived models, else pruned copies of the owner (see :func:`owner_variants`)."""
+    positives = list(getattr(zoo, "positives", None) or [])
+    if positives:
+        return [z.model for z in positives], "derived models of the zoo's train split"
+    return owner_variants(owner_model), "pruned copies of the owner"
