@@ -99,6 +99,12 @@ def import_shared() -> None:
     # the first optimizer of a process imports torch's compile stack (torch._dynamo, sympy: ~70 MB), a cost of
     # torch that any training process has paid already, not of a method (README, memory section)
     torch.optim.SGD(warm.parameters(), lr=0.1)
+    try:  # the text architectures build transformers models: ~80 MB of imports that running such a model pays
+        import transformers
+    except ImportError:  # the optional [hf] extra: the text scenarios need it anyway
+        return
+    for name in ("BertForSequenceClassification", "GPT2LMHeadModel"):
+        getattr(transformers, name)  # transformers imports a model's modules on first access
 
 
 class NotCached(ValueError):
