@@ -108,7 +108,7 @@ def test_save_load_round_trip(models: dict, digits: dict, tmp_path: Any) -> None
                          zoo=small_zoo(models, ("hom2",), ("hom1",)), progress=False, **digits)
     fp.save(tmp_path / "fp")
     back = fpr.load_fingerprint(tmp_path / "fp")
-    assert back.settings["eps"] == DeepCore.defaults["eps"] == 0.05 and back.settings["n_candidates"] == 60
+    assert back.settings["eps"] == DeepCore.defaults["eps"] == 0.3 and back.settings["n_candidates"] == 60
     for name in ("tuned", "hom3"):
         a, b = fp.verify(models[name]), back.verify(models[name])
         assert (a.score, a.threshold, a.is_match) == (b.score, b.threshold, b.is_match)

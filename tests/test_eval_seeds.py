@@ -68,6 +68,7 @@ def test_cli_evaluates_two_seeds_into_reports_and_a_summary(tmp_path, capsys: py
 def test_a_shared_zoo_gets_the_train_replicas_its_most_demanding_method_asks_for() -> None:
     from fp_registry.evaluation.harness import default_train_reps
 
-    assert default_train_reps(["ipguard", "deepcore:select=contrast"]) == 1
+    assert default_train_reps(["ipguard", "tafa:n_pairs=10"]) == 1
+    assert default_train_reps(["ipguard", "deepcore:select=contrast"]) == 3  # DeepCore's ensemble learns from it too
     assert default_train_reps(["ipguard", "metav:n_queries=10"]) == 3  # MetaV learns from the train split
     assert default_train_reps([]) == 1

@@ -25,14 +25,14 @@ def token_candidates(owner: Owner, settings: dict[str, Any], seed: int) -> tuple
     """``token_candidates`` int64 points pushed towards a random other class, their targets and search info.
 
     Why TextProbe's search: ids are discrete, so there is no gradient step and no L-inf ball; the budget that
-    plays ``eps``'s role is the number of greedy rounds (``steps``), each changing at most one token per point.
+    plays ``eps``'s role is the number of greedy rounds (``token_steps``), each changing at most one token per point.
     The search only queries the owner, so token DeepCore also works for a black-box owner. Ids are never cast
     to float anywhere on this path.
     """
     from fp_registry.algorithms.textprobe import TextProbe, other_class
 
     n = int(settings["token_candidates"])  # why not n_candidates: each search round costs 16 owner queries/point
-    probe = TextProbe(n_points=n, gamma=float(settings["gamma"]), steps=int(settings["steps"]),
+    probe = TextProbe(n_points=n, gamma=float(settings["gamma"]), steps=int(settings["token_steps"]),
                       candidates=SUBSTITUTIONS, seeds="mix", target="other", keep_ends=True)
     gen = torch.Generator().manual_seed(seed)
     data = owner.data.reshape(len(owner.data), -1)
