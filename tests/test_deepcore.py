@@ -242,6 +242,8 @@ def test_ensemble_points_follow_copies_and_leave_homologous_models(models: dict,
            for name, x in (("ens", ens), ("alone", alone))}
     assert gap["ens"] > gap["alone"] + 0.2, gap  # the copy stays, the homologous models leave
     assert float((ens - x0).abs().max()) <= 0.3 + 1e-6
+    chunked = optimise_ensemble(models["owner"], x0, t, [models["tuned"]], homs, penalty=3.0, chunk=70, **kw)
+    assert torch.equal(chunked, ens)  # chunks replay the same model draws: memory changes, the points do not
 
 
 def test_ensemble_without_zoo_uses_pruned_owner_copies(models: dict, digits: dict) -> None:
