@@ -90,8 +90,9 @@ class DeepCore(Method):
         super().__init__(**settings)
         if self.settings["target"] == "auto":  # fingerprints saved before the single recipe stored "auto"
             self.settings["target"], self.settings["eps"] = "other", 0.02
-        choices = {"similarity": ("auto", "label", "soft", "kappa"), "optimise": ("owner", "ensemble"), "soft_space": ("logprob", "prob"), "seeds": ("data", "noise"),
-                   "target": ("own", "other"), "select": ("least", "contrast"), "homologous": ("max", "mean")}
+        choices = {"similarity": ("auto", "label", "soft", "kappa"), "optimise": ("owner", "ensemble"),
+                   "soft_space": ("logprob", "prob"), "seeds": ("data", "noise"), "target": ("own", "other"),
+                   "select": ("least", "contrast"), "homologous": ("max", "mean")}
         for key, allowed in choices.items():
             if self.settings[key] not in allowed:
                 raise UsageError(f"deepcore setting {key}={self.settings[key]!r} is not valid",
