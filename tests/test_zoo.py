@@ -184,3 +184,5 @@ def test_train_replicas_are_new_models_with_unique_names(setup, tmp_path, monkey
     assert not all(torch.equal(x, y) for x, y in zip(weights(a.model), weights(b.model)))
     assert [m.replica for m in two.members] == [0, 0, 1, 1]
     assert [m.name for m in two.replicas(1).members] == [m.name for m in one.members]  # what a 1-replica method sees
+    cut, whole = two.split("train").replicas(1), one.split("train")  # the same cut on one split (token DeepCore's)
+    assert [m.name for m in cut.positives + cut.negatives] == [m.name for m in whole.positives + whole.negatives]

@@ -49,7 +49,7 @@ def token_candidates(owner: Owner, settings: dict[str, Any], seed: int) -> tuple
 def build_tokens(method: Any, owner: Owner, zoo: Any, seed: int) -> Built:
     """Token DeepCore's build: candidates by discrete search, then :meth:`DeepCore._select` as for images."""
     x, targets, info = token_candidates(owner, method.settings, seed)
-    zoo = first_replica(zoo)
+    zoo = zoo.replicas(1) if zoo is not None else None  # the token recipe was chosen and measured with one replica
     probs = Suspect(owner.model, name="owner").outputs(x, "classification", owner.output_dim)
     keep, sel = method._select(zoo, x, probs, method.references(owner, zoo, seed))
     x, probs, targets = x[keep], probs[keep], targets[keep]
@@ -57,15 +57,6 @@ def build_tokens(method: Any, owner: Owner, zoo: Any, seed: int) -> Built:
     info.update(sel, reached_gamma=float((probs[rows, targets] >= float(method.settings["gamma"])).float().mean()),
                 on_target=float((probs.argmax(1) == targets).float().mean()))
     return Built({"core": {"x": x, "probs": probs, "labels": probs.argmax(1), "targets": targets}}, info)
-
-
-def first_replica(zoo: Any) -> Any:
-    """The train split's first replica only: the token recipe was chosen and measured with one (more is untested)."""
-    from fp_registry.zoo.spec import ZooSplit
-
-    if not isinstance(zoo, ZooSplit):
-        return zoo
-    return ZooSplit([z for z in zoo.positives if z.replica == 0], [z for z in zoo.negatives if z.replica == 0])
 
 
 def check_suspect_vocab(fp: Any, suspect: Any) -> None:

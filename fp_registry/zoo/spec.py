@@ -43,6 +43,10 @@ class ZooSplit:
     def __len__(self) -> int:
         return len(self.positives) + len(self.negatives)
 
+    def replicas(self, n: int) -> "ZooSplit":
+        """This split's members of train replicas ``0 .. n-1`` only (see :meth:`Zoo.replicas`)."""
+        return ZooSplit([m for m in self.positives if m.replica < n], [m for m in self.negatives if m.replica < n])
+
 
 @dataclass
 class Zoo:
