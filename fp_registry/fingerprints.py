@@ -149,6 +149,21 @@ def _add_whitebox_reference(fp: Fingerprint, owner: Owner, cal: ZooSplit | None,
     models = [m for m in models if isinstance(m, nn.Module)]
     if isinstance(owner.model, nn.Module) and len(models) >= 2:
         fp.meta["whitebox"] = reference(owner.model, models, seed=seed, input_shape=owner.input_shape)
+        _add_fused_calibration(fp, owner, cal)
+
+
+def _add_fused_calibration(fp: Fingerprint, owner: Owner, cal: ZooSplit | None) -> None:
+    """Threshold of the fused black-box + white-box score (:mod:`fp_registry.fusion`), from the same split."""
+    from torch import nn
+
+    from .fusion import calibrate_fused
+
+    members = list(cal.negatives) + list(cal.positives) if cal is not None else []
+    if fp.calibration is None or not members or not all(isinstance(z.model, nn.Module) for z in members):
+        return  # black-box scores of these very models are needed, in calibration order
+    fp.meta["whitebox"]["fused"] = calibrate_fused(fp.meta["whitebox"], fp.calibration, owner.model,
+                                                   [z.model for z in cal.negatives], [z.model for z in cal.positives],
+                                                   fp.calibration.target_fpr)
 
 
 def _new_fingerprint(m: Method, owner: Owner, built: Built, seed: int) -> Fingerprint:

@@ -54,7 +54,14 @@ def whitebox_evidence(fp: Any, entry: RegistryEntry | None, suspect: Any,
 def add_whitebox_evidence(verdict: Any, fp: Any, entry: RegistryEntry | None, suspect: Any,
                           config: dict[str, Any] | None = None) -> None:
     """Put :func:`whitebox_evidence` in ``verdict.evidence["whitebox"]`` when it applies: beside the black-box
-    verdict, never instead of it."""
+    verdict, never instead of it; with the fused score and its own decision when the fingerprint calibrated one."""
     wb = whitebox_evidence(fp, entry, suspect, config)
-    if wb is not None:
-        verdict.evidence["whitebox"] = wb
+    if wb is None:
+        return
+    if "error" not in wb:
+        from .fusion import fused_evidence
+
+        fused = fused_evidence(fp.meta["whitebox"], fp.calibration, verdict.score, wb)
+        if fused is not None:  # one calibrated score from both kinds of evidence (fp_registry.fusion)
+            wb["fused"] = fused
+    verdict.evidence["whitebox"] = wb

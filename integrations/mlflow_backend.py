@@ -152,7 +152,9 @@ def verdict_tags(verdict: Verdict, entry: RegistryEntry | None) -> dict[str, str
     for key, ev in (verdict.evidence.get("whitebox") or {}).items():  # white-box evidence beside the verdict
         if isinstance(ev, dict) and "score" in ev:
             tags[f"whitebox.{key}"] = num(ev["score"])
-            tags[f"whitebox.{key}_p"] = num(ev.get("p_normal"))
+            tags[f"whitebox.{key}_p"] = num(ev.get("p_normal", ev.get("p_empirical")))  # fused: empirical only
+            if "match" in ev:
+                tags[f"whitebox.{key}_match"] = str(ev["match"]).lower()
     return {TAG + k: v for k, v in tags.items()}
 
 

@@ -71,6 +71,8 @@ def test_mlflow_checks_text_models_and_tags_them(server: str, protected: dict[st
         assert wb_t[key]["p_empirical"] == pytest.approx(1 / 6)  # the floor with the 5 calibration independents
     tags = c.get_model_version("text-tuned", versions["tuned"]).tags
     assert float(tags["fp_registry.whitebox.weights"]) == pytest.approx(wb_t["weights"]["score"], rel=1e-3)
+    assert wb_t["fused"]["match"] and wb_t["fused"]["score"] > wb_i["fused"]["score"]  # fused: beside the verdict
+    assert tags["fp_registry.whitebox.fused_match"] == "true" and float(tags["fp_registry.whitebox.fused_p"]) < 0.2
 
 
 def _push_transformers(hub: Any, repo: str, model: Any, tmp: Any) -> str:

@@ -146,5 +146,8 @@ def test_checks_report_whitebox_evidence_beside_the_verdict(models: dict[str, An
     for key in ("cka", "weights"):
         assert tuned.evidence["whitebox"][key]["score"] > indep.evidence["whitebox"][key]["score"] + 0.2, key
     assert tuned.evidence["whitebox"]["weights"]["p_normal"] < 1e-3
+    fused, fused_indep = tuned.evidence["whitebox"]["fused"], indep.evidence["whitebox"]["fused"]
+    assert len(fp.meta["whitebox"]["fused"]["negative_scores"]) == 2  # calibrated on the same 2 independents
+    assert fused["match"] and fused["score"] > fused_indep["score"] + 10  # the weights: far beyond the null
     [off] = check_suspect(models["tuned"], backend, record=False, config={"whitebox": False})
     assert "whitebox" not in off.evidence and off.score == tuned.score  # evidence beside, never instead of, the verdict

@@ -16,6 +16,7 @@ from ..methods import get_method_class, make_owner
 from ..zoo.recipes import SAME_ARCH_FAMILIES
 from ..zoo.spec import Zoo
 from . import metrics
+from .fused import fused_rows
 
 
 TIMING_REPEATS = 5
@@ -88,10 +89,13 @@ def score_split(fp: Any, zoo: Zoo, split: str = "test") -> list[dict[str, Any]]:
 
 
 def evaluate_method(owner_model: nn.Module, owner_kwargs: dict[str, Any], method: str, zoo: Zoo,
-                    seed: int = 0, progress: bool = False, train_reps: int | None = None) -> dict[str, Any]:
+                    seed: int = 0, progress: bool = False, train_reps: int | None = None,
+                    whitebox: bool = False) -> dict[str, Any]:
     """Fingerprint with ``method`` (zoo train/calibration splits only) and measure it on the test split.
 
     ``train_reps``: train replicas the method may learn from (default: as many as it would build for itself).
+    ``whitebox``: also score the same suspects with the fused black-box + white-box score
+    (:mod:`fp_registry.fusion`), returned under ``"fused"`` as a result of its own named ``METHOD+whitebox``.
     """
     from ..fingerprints import fingerprint
 
@@ -101,12 +105,18 @@ def evaluate_method(owner_model: nn.Module, owner_kwargs: dict[str, Any], method
     zoo = zoo.replicas(get_method_class(name).zoo_train_reps if train_reps is None else train_reps)
     start = time.perf_counter()
     try:
-        fp = fingerprint(owner_model, method=name, zoo=zoo, seed=seed, progress=progress, **owner_kwargs, **settings)
+        fp = fingerprint(owner_model, method=name, zoo=zoo, seed=seed, progress=progress, whitebox=whitebox,
+                         **owner_kwargs, **settings)
     except NotApplicableError as exc:
         return {"method": method, "status": "not applicable", "reason": str(exc)}
     fp_seconds = time.perf_counter() - start
     rows = score_split(fp, zoo, "test")
-    return _result(method, fp.threshold, fp_seconds, peak_rss_mb(), rows)
+    result = _result(method, fp.threshold, fp_seconds, peak_rss_mb(), rows)
+    fused = fused_rows(fp, owner_model, zoo, rows) if whitebox else None
+    if fused is not None:
+        tau = fp.meta["whitebox"]["fused"]["threshold"]
+        result["fused"] = _result(method + "+whitebox", tau, fp_seconds, peak_rss_mb(), fused)
+    return result
 
 
 def parse_method_spec(spec: str) -> tuple[str, dict[str, Any]]:
@@ -156,11 +166,12 @@ def _result(method: str, tau: float, fp_seconds: float, peak: float, rows: list[
 def evaluate_owner(model: nn.Module, owner_kwargs: dict[str, Any], methods: list[str], out_dir: str | Path | None,
                    *, name: str = "owner", seed: int = 0, alt_data: Any = None, progress: bool = True,
                    sizes: dict[str, Any] | None = None, holdout_families: tuple[str, ...] = (),
-                   train_reps: int | None = None) -> dict[str, Any]:
+                   train_reps: int | None = None, whitebox: bool = False) -> dict[str, Any]:
     """Build the zoo of ``model`` once, evaluate every method, write report.json / report.md / plots.
 
     ``train_reps`` builds the train split that many times (fresh seeds), for methods that learn from it (MetaV);
     by default, as many as the most demanding method would build for itself (its ``zoo_train_reps``).
+    ``whitebox`` adds a ``METHOD+whitebox`` row (fused score) after each method whose owner has weights.
     """
     from ..zoo.builder import build_zoo, make_context, utility
 
@@ -172,7 +183,10 @@ def evaluate_owner(model: nn.Module, owner_kwargs: dict[str, Any], methods: list
     zoo = build_zoo(owner, seed=seed, progress=progress, sizes=sizes, holdout_families=holdout_families,
                     name=name, alt_data=alt_data, train_reps=reps)
     zoo_seconds = time.perf_counter() - start
-    results = [evaluate_method(model, kw, m, zoo, seed, train_reps=train_reps) for m in methods]
+    results = []
+    for m in methods:
+        result = evaluate_method(model, kw, m, zoo, seed, train_reps=train_reps, whitebox=whitebox)
+        results += [result] + ([result.pop("fused")] if "fused" in result else [])
     report = {"scenario": name, "task": owner.task, "seed": seed, "zoo_seconds": zoo_seconds,
               "owner_utility": utility(model, make_context(owner, alt_data)),
               "zoo": {s: {"positives": len(zoo.split(s).positives), "negatives": len(zoo.split(s).negatives)}

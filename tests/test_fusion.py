@@ -1,0 +1,49 @@
+"""Fusion of black-box scores with white-box statistics: the arithmetic, and the fused row of an evaluation."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from fp_registry.fusion import SD_FLOOR, fused_score, spread_units
+
+
+def test_spread_units_on_the_raw_and_the_fisher_scale() -> None:
+    null = [0.1, 0.2, 0.3]
+    assert spread_units(null, 0.4) == pytest.approx((0.4 - 0.2) / 0.1)
+    z = np.arctanh(null)
+    assert spread_units(null, 0.9, fisher=True) == pytest.approx((np.arctanh(0.9) - z.mean()) / z.std(ddof=1))
+    assert spread_units([0.0, 0.0, 0.0], 0.5) == pytest.approx(0.5 / SD_FLOOR)  # a tied null gets the floor
+    assert spread_units([0.3], 0.5) is None and spread_units(null, math.nan) is None
+
+
+def test_fused_score_is_the_strongest_statistic_with_a_null() -> None:
+    nulls = {"cka": [0.40, 0.45, 0.50], "weights": [0.08, 0.09, 0.10]}
+    bb_null = [0.2, 0.4, 0.6]
+    copy = {"cka": {"score": 0.49, "p_normal": 0.3}, "weights": {"score": 0.70, "p_normal": 1e-12}}
+    w = spread_units(nulls["weights"], 0.70, fisher=True)
+    assert fused_score(0.3, bb_null, copy, nulls) == pytest.approx(w)  # the weights carry it (a pruned copy)
+    student = {"cka": {"score": 0.2, "p_normal": 0.99}, "weights": {"score": 0.0, "p_normal": 1.0}}
+    assert fused_score(1.0, bb_null, student, nulls) == pytest.approx((1.0 - 0.4) / 0.2)  # the behaviour carries it
+    no_null = {"cka": {"score": 0.99, "reason": "exported program"}, "weights": {"score": 0.0, "p_normal": 1.0}}
+    assert fused_score(0.4, bb_null, no_null, nulls) == pytest.approx(0.0)  # CKA without a p-value is left out
+
+
+def test_evaluate_adds_a_fused_row_calibrated_on_the_same_split(tmp_path, capsys: pytest.CaptureFixture) -> None:
+    from fp_registry.cli import run
+
+    code = run(["evaluate", "-s", "digits-mlp", "-m", "ipguard:n_queries=20:steps=20", "--seed", "3", "--size", "3",
+                "--whitebox", "-o", str(tmp_path), "-q", "--json"])
+    assert code == 0
+    plain, fused = json.loads(capsys.readouterr().out)["methods"]
+    assert fused["method"] == "ipguard:n_queries=20:steps=20+whitebox"
+    assert [r["name"] for r in fused["suspects"]] == [r["name"] for r in plain["suspects"]]
+    for row in fused["suspects"]:
+        assert row["is_match"] == (row["score"] >= fused["threshold"])
+        assert row["seconds"] > next(r["seconds"] for r in plain["suspects"] if r["name"] == row["name"])
+    kept = [r["score"] for r in fused["suspects"] if r["derived"] and r["family"] in ("finetune", "noise", "prune")]
+    indep = [r["score"] for r in fused["suspects"] if not r["derived"]]
+    assert kept and indep and min(kept) > max(indep)  # copies that keep the weights stand far above independents
+    assert "+whitebox" in (tmp_path / "report.md").read_text()
