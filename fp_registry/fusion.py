@@ -1,10 +1,13 @@
 """One score from all the evidence: the black-box score fused with white-box statistics, calibrated like any score.
 
-Each statistic is put in units of its own null's spread (how far above the calibration independents it lies);
-the fused score is the largest of them. Why the maximum: the statistics fail on different attacks (a heavily
-pruned copy loses its black-box behaviour but keeps the owner's weights; an extracted student has the behaviour
-and none of the weights), so one strong piece of evidence must be enough. The fused score gets its own threshold
-from the calibration split, so the maximum's inflation under the null is paid for there, not assumed away.
+Each statistic is put in units of its own null's spread (how far above the calibration independents it lies).
+The fused score is the black-box one, unless a white-box statistic lies more than ``WHITEBOX_GATE`` spreads
+beyond its null: then that excess, if larger. Why: the statistics fail on different attacks (a heavily pruned copy
+loses its black-box behaviour but keeps the owner's weights; an extracted student has the behaviour and none of
+the weights), so one strong piece of evidence must be enough; but an independent's white-box statistics wander
+about one spread from the null's mean, which is as much as a student's black-box score lies above the
+independents' (README, "Fused evidence"). The gate keeps that wandering from reordering the black-box ranking.
+The fused score gets its own threshold from the calibration split, like any other score.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from .calibration import Calibration, calibrate
 
 SD_FLOOR = 1e-3  # a null whose members all tie (e.g. no shared weight shapes) must not turn noise into evidence
 STATISTICS = ("cka", "weights")  # white-box statistics, correlations: compared after Fisher's z (atanh)
+WHITEBOX_GATE = 5.0  # spreads; independents' white-box statistics stayed within 1.35 of their null on text-gpt 0-2
 
 
 def spread_units(null: Sequence[float], score: float, fisher: bool = False) -> float | None:
@@ -34,12 +38,14 @@ def _fisher(r: np.ndarray) -> np.ndarray:
 
 
 def fused_score(bb_score: float, bb_null: Sequence[float], wb: dict[str, Any], wb_nulls: dict[str, Any]) -> float:
-    """The largest of the black-box and white-box statistics in null-spread units (``wb``: :func:`whitebox.check`)."""
+    """The black-box score in null-spread units, or a white-box statistic's excess over the gate if larger
+    (``wb``: the output of :func:`whitebox.check`)."""
     units = [spread_units(bb_null, bb_score)]
     for key in STATISTICS:
         ev, null = wb.get(key) or {}, wb_nulls.get(key)
         if null and "score" in ev and "p_normal" in ev:  # no p-value: the statistic is not the null's (see check)
-            units.append(spread_units(null, float(ev["score"]), fisher=True))
+            t = spread_units(null, float(ev["score"]), fisher=True)
+            units.append(None if t is None else t - WHITEBOX_GATE)
     found = [u for u in units if u is not None]
     return max(found) if found else float("nan")
 

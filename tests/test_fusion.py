@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from fp_registry.fusion import SD_FLOOR, fused_score, spread_units
+from fp_registry.fusion import SD_FLOOR, WHITEBOX_GATE, fused_score, spread_units
 
 
 def test_spread_units_on_the_raw_and_the_fisher_scale() -> None:
@@ -19,14 +19,18 @@ def test_spread_units_on_the_raw_and_the_fisher_scale() -> None:
     assert spread_units([0.3], 0.5) is None and spread_units(null, math.nan) is None
 
 
-def test_fused_score_is_the_strongest_statistic_with_a_null() -> None:
+def test_fused_score_is_black_box_unless_white_box_evidence_passes_the_gate() -> None:
     nulls = {"cka": [0.40, 0.45, 0.50], "weights": [0.08, 0.09, 0.10]}
     bb_null = [0.2, 0.4, 0.6]
     copy = {"cka": {"score": 0.49, "p_normal": 0.3}, "weights": {"score": 0.70, "p_normal": 1e-12}}
     w = spread_units(nulls["weights"], 0.70, fisher=True)
-    assert fused_score(0.3, bb_null, copy, nulls) == pytest.approx(w)  # the weights carry it (a pruned copy)
+    assert w > 30 and fused_score(0.3, bb_null, copy, nulls) == pytest.approx(w - WHITEBOX_GATE)  # a pruned copy
     student = {"cka": {"score": 0.2, "p_normal": 0.99}, "weights": {"score": 0.0, "p_normal": 1.0}}
     assert fused_score(1.0, bb_null, student, nulls) == pytest.approx((1.0 - 0.4) / 0.2)  # the behaviour carries it
+    # an independent one to two spreads above the white-box nulls does not outrank a student's black-box score
+    wander = {"cka": {"score": 0.54, "p_normal": 0.05}, "weights": {"score": 0.105, "p_normal": 0.05}}
+    assert 1 < spread_units(nulls["cka"], 0.54, fisher=True) < 2
+    assert fused_score(0.7, bb_null, wander, nulls) == pytest.approx((0.7 - 0.4) / 0.2)
     no_null = {"cka": {"score": 0.99, "reason": "exported program"}, "weights": {"score": 0.0, "p_normal": 1.0}}
     assert fused_score(0.4, bb_null, no_null, nulls) == pytest.approx(0.0)  # CKA without a p-value is left out
 
