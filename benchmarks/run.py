@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="benchmarks/out")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--whitebox", action="store_true", help="also a METHOD+whitebox row: the fused score (README)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     load_start = _load()
@@ -73,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [HEADER]
     for scenario in [s for s in args.scenarios.split(",") if s]:
         start = time.perf_counter()
-        report = evaluate(scenario, names, Path(args.out) / scenario, seed=args.seed, progress=not args.quiet)
+        report = evaluate(scenario, names, Path(args.out) / scenario, seed=args.seed, progress=not args.quiet,
+                          whitebox=args.whitebox)
         print(f"{scenario}: zoo {report['zoo_seconds']:.0f} s, total {time.perf_counter() - start:.0f} s",
               file=sys.stderr)
         lines += [row(scenario, r) for r in report["methods"]]
