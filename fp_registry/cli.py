@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from .exitcodes import ExitCode
-from .render import VERDICT_COLUMNS, echo_json, table, verdict_rows
+from .render import VERDICT_COLUMNS, echo_json, table, verdict_columns, verdict_rows
 
 TASK_CHOICE = click.Choice(["classification", "regression", "generation"])
 
@@ -110,7 +110,7 @@ def check(ctx: click.Context, suspects: tuple[str, ...], against: str, allow_pic
 
     verdicts = [v for s in suspects for v in check_suspect(s, against, allow_pickle=allow_pickle)]
     echo_json([v.to_dict() for v in verdicts]) if as_json else click.echo(table(verdict_rows(verdicts),
-                                                                               VERDICT_COLUMNS))
+                                                                               verdict_columns(verdicts)))
     ctx.exit(worst_exit_code(verdicts))
 
 

@@ -36,4 +36,15 @@ VERDICT_COLUMNS = ["suspect", "entry_id", "verdict", "score", "threshold", "p_va
 
 
 def verdict_rows(verdicts: list[Any]) -> list[dict[str, Any]]:
-    return [v.to_dict() for v in verdicts]
+    return [{**v.to_dict(), "fused": _fused(v)} for v in verdicts]
+
+
+def verdict_columns(verdicts: list[Any]) -> list[str]:
+    """The verdict table's columns, with ``fused`` only when some verdict carries fused white-box evidence."""
+    return VERDICT_COLUMNS + (["fused"] if any(_fused(v) for v in verdicts) else [])
+
+
+def _fused(verdict: Any) -> str:
+    """``match (7.31)`` from ``evidence.whitebox.fused`` (its own decision, beside the verdict), else empty."""
+    fused = ((getattr(verdict, "evidence", None) or {}).get("whitebox") or {}).get("fused")
+    return f"{'match' if fused['match'] else 'clean'} ({fmt(fused['score'])})" if fused else ""

@@ -151,3 +151,8 @@ def test_checks_report_whitebox_evidence_beside_the_verdict(models: dict[str, An
     assert fused["match"] and fused["score"] > fused_indep["score"] + 10  # the weights: far beyond the null
     [off] = check_suspect(models["tuned"], backend, record=False, config={"whitebox": False})
     assert "whitebox" not in off.evidence and off.score == tuned.score  # evidence beside, never instead of, the verdict
+    from fp_registry.render import VERDICT_COLUMNS, table, verdict_columns, verdict_rows
+
+    assert verdict_columns([off]) == VERDICT_COLUMNS  # `fpreg check` shows a fused column only when there is one
+    lines = table(verdict_rows([tuned, off]), verdict_columns([tuned, off])).splitlines()
+    assert lines[0].endswith("fused") and "match (" in lines[2] and "match (" not in lines[3]
