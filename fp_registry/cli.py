@@ -22,6 +22,10 @@ def cli() -> None:
     """
 
 
+WHITEBOX_HELP = ("Also store a white-box reference (CKA / weight-Gram nulls and the fused threshold), so checks of "
+                 "suspects with weights report fused evidence beside the verdict.")
+
+
 def _settings(pairs: tuple[str, ...]) -> dict[str, Any]:
     import json
 
@@ -48,9 +52,10 @@ def _settings(pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--set", "sets", multiple=True, help="Method setting KEY=VALUE (repeatable).")
 @click.option("--train-reps", default=None, type=click.IntRange(min=1),
               help="Build the zoo's train split this many times (fresh seeds); default: the method's choice.")
+@click.option("--whitebox", is_flag=True, help=WHITEBOX_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def fingerprint_cmd(model: str, method: str, task: str, data: str | None, input_shape: str | None, out: str,
-                    seed: int, sets: tuple[str, ...], train_reps: int | None, as_json: bool) -> None:
+                    seed: int, sets: tuple[str, ...], train_reps: int | None, whitebox: bool, as_json: bool) -> None:
     """Fingerprint MODEL (a path, scenario://NAME or registry URI) and save the artifact to --out."""
     from .data import load_data_arg
     from .fingerprints import fingerprint
@@ -58,7 +63,7 @@ def fingerprint_cmd(model: str, method: str, task: str, data: str | None, input_
     x, y = load_data_arg(data) if data else (None, None)
     shape = tuple(int(s) for s in input_shape.split(",")) if input_shape else None
     fp = fingerprint(model, method=method, task=task, data=x, labels=y, seed=seed, input_shape=shape,
-                     progress=not as_json, train_reps=train_reps, **_settings(sets))
+                     progress=not as_json, train_reps=train_reps, whitebox=whitebox, **_settings(sets))
     fp.save(out)
     info = {"path": out, "method": fp.method, "task": fp.task, "digest": fp.digest, "threshold": fp.threshold}
     echo_json(info) if as_json else click.echo(f"fingerprint ({fp.method}, {fp.task}) written to {out}; "
@@ -87,14 +92,18 @@ def verify(ctx: click.Context, fingerprint_path: str, suspect: str, allow_pickle
 @click.option("--task", "-t", type=TASK_CHOICE, default="classification", show_default=True)
 @click.option("--data", "-d", help="Bundled dataset name or .npz.")
 @click.option("--seed", default=0, show_default=True)
+@click.option("--set", "sets", multiple=True, help="Method setting KEY=VALUE (repeatable).")
+@click.option("--whitebox", is_flag=True, help=WHITEBOX_HELP)
 @click.option("--json", "as_json", is_flag=True)
-def register(model: str, to: str, method: str, task: str, data: str | None, seed: int, as_json: bool) -> None:
+def register(model: str, to: str, method: str, task: str, data: str | None, seed: int, sets: tuple[str, ...],
+             whitebox: bool, as_json: bool) -> None:
     """Fingerprint MODEL and store the fingerprint in the registry at --to."""
     from .data import load_data_arg
     from .pipeline import register_model
 
     x, y = load_data_arg(data) if data else (None, None)
-    entry = register_model(model, to, method=method, task=task, data=x, labels=y, seed=seed, progress=not as_json)
+    entry = register_model(model, to, method=method, task=task, data=x, labels=y, seed=seed, progress=not as_json,
+                           whitebox=whitebox, **_settings(sets))
     echo_json(entry.to_dict()) if as_json else click.echo(f"protected {model} as {entry.entry_id} in {to}")
 
 

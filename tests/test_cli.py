@@ -67,6 +67,21 @@ def test_register_then_check(files: dict[str, str], tmp_path: Path, capsys: Any)
     assert len((reg / "verdicts.jsonl").read_text().splitlines()) == 2
 
 
+def test_register_with_whitebox_then_check_shows_fused_evidence(files: dict[str, str], tmp_path: Path, capsys: Any,
+                                                                digits_owner: torch.nn.Module) -> None:
+    save_model(copy.deepcopy(digits_owner), tmp_path / "owner")  # a path: the check loads the owner's weights
+    reg = f"file://{tmp_path / 'reg'}"
+    assert run(["register", str(tmp_path / "owner"), "--to", reg, "-m", "ipguard", "-d", "digits", "--whitebox",
+                "--set", "n_queries=20", "--set", "steps=20", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["method"] == "ipguard"
+    assert run(["check", files["copy"], "--against", reg]) == ExitCode.MATCH
+    head, _, row = capsys.readouterr().out.splitlines()
+    assert head.endswith("fused") and row.split()[-2] == "match"  # e.g. "... match (231.4)"
+    assert run(["check", files["copy"], "--against", reg, "--json"]) == ExitCode.MATCH
+    fused = json.loads(capsys.readouterr().out)[0]["evidence"]["whitebox"]["fused"]
+    assert fused["match"] and fused["score"] > fused["threshold"]
+
+
 def test_usage_errors(files: dict[str, str], capsys: Any) -> None:
     assert run(["verify", files["fp"]]) == ExitCode.USAGE
     assert run(["no-such-command"]) == ExitCode.USAGE
