@@ -29,7 +29,9 @@ def case() -> dict[str, Any]:
     x, y, _ = synthetic_text(1200)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     owner = _trained(0, xt[:900], yt[:900], 300)
-    tuned = fit(copy.deepcopy(owner), "classification", xt[900:], yt[900:], steps=30, lr=1e-3, seed=5).eval()
+    # lr 3e-4: at 1e-3 the copy's outputs drifted further from the owner's than an independent retrain's (mean L1
+    # 0.32 against 0.21-0.24 on an AMD EPYC machine), which no black-box check can tell apart; see _output_gap
+    tuned = fit(copy.deepcopy(owner), "classification", xt[900:], yt[900:], steps=30, lr=3e-4, seed=5).eval()
     negs = [_trained(10 + s, xt[:900], yt[:900], 200) for s in range(5)]
     pos = [noised(owner, s, 0.03 + 0.01 * (s % 2)) for s in range(4)]
     # one training negative is a pure black box (ids in, logits out): it must contribute without gradients
@@ -57,8 +59,16 @@ def test_black_box_token_suspects_score_like_the_module(case: dict[str, Any]) ->
     assert fp.verify(token_api(owner.bert)).score == pytest.approx(white, abs=1e-5)  # numpy ids in, logits out
 
 
+def _output_gap(a: torch.nn.Module, b: torch.nn.Module, x: torch.Tensor) -> float:
+    """Mean L1 distance of two models' probabilities on ``x``."""
+    with torch.no_grad():
+        return float((torch.softmax(a(x), 1) - torch.softmax(b(x), 1)).abs().sum(1).mean())
+
+
 def test_derived_copy_scores_above_an_independent_model(case: dict[str, Any]) -> None:
-    fp = case["fp"]
+    fp, owner, x = case["fp"], case["owner"], case["x"]
+    # the premise: the fine-tuned copy is still closer to the owner in function than the independent model
+    assert _output_gap(case["tuned"], owner, x) < _output_gap(case["unseen_neg"], owner, x)
     tuned, indep = fp.verify(case["tuned"]).score, fp.verify(case["unseen_neg"]).score  # neither seen in training
     noisy = fp.verify(noised(case["owner"], 99, 0.03)).score
     assert tuned > indep and noisy > indep, (tuned, noisy, indep)
