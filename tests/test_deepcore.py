@@ -253,3 +253,19 @@ def test_ensemble_without_zoo_uses_pruned_owner_copies(models: dict, digits: dic
     assert fp.info["optimised_by"] == "owner + 3 pruned copies of the owner + 1 homologous models"
     assert fp.verify(models["tuned"]).is_match
     assert not any(fp.verify(models[n]).is_match for n in ("hom3", "hom4"))
+
+
+def test_selection_with_look_alikes_the_points_never_saw(models: dict, digits: dict) -> None:
+    """``select_with="trained"``: candidates are picked by look-alikes trained here, not by the optimised-against ones."""
+    from fp_registry.methods import make_owner
+
+    fp = fpr.fingerprint(models["owner"], method="deepcore", select_with="trained", references=2, reference_epochs=4,
+                         n_points=30, n_candidates=150, zoo=small_zoo(models, ("hom1",), ("hom2", "copy")),
+                         progress=False, **digits)
+    assert fp.info["selected_by"] == "2 look-alikes trained here (not optimised against)"
+    assert fp.verify(models["tuned"]).is_match
+    assert not any(fp.verify(models[n]).is_match for n in ("hom3", "hom4"))
+    owner = make_owner(models["owner"], "classification", digits["data"], digits["labels"])
+    method = DeepCore(references=1, reference_epochs=1)
+    optimised_against, picked_by = method.references(owner, None, 0)[0][0], method.selection_references(owner, 0)[0][0]
+    assert not torch.equal(next(optimised_against.parameters()), next(picked_by.parameters()))  # other seeds

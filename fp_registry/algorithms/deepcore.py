@@ -18,6 +18,8 @@ from fp_registry.training import frozen
 
 #: core points kept by default, float and token owners alike (also for ``n_points=None`` in older fingerprints)
 DEFAULT_POINTS = 100
+#: added to the fingerprint seed for the look-alikes of ``select_with="trained"`` (a prime, apart from 7919 * i)
+SELECTION_SEED_OFFSET = 104729
 
 
 class DeepCore(Method):
@@ -81,7 +83,8 @@ class DeepCore(Method):
                                 "gamma": 0.999, "seeds": "noise", "target": "other", "steps": 60, "lr": 0.01,
                                 "eps": 0.3, "references": 4, "reference_epochs": 10,
                                 "select": "least", "homologous": "mean", "token_candidates": 400,
-                                "token_steps": 30, "optimise": "ensemble", "penalty": 3.0, "ensemble_sample": 8}
+                                "token_steps": 30, "optimise": "ensemble", "penalty": 3.0, "ensemble_sample": 8,
+                                "select_with": "zoo"}
     #: the ensemble learns from the train split's independents: three replicas give 12 homologous lineages, not 4
     zoo_train_reps = 3
     default_threshold = 0.5
@@ -92,7 +95,8 @@ class DeepCore(Method):
             self.settings["target"], self.settings["eps"] = "other", 0.02
         choices = {"similarity": ("auto", "label", "soft", "kappa"), "optimise": ("owner", "ensemble"),
                    "soft_space": ("logprob", "prob"), "seeds": ("data", "noise"), "target": ("own", "other"),
-                   "select": ("least", "contrast"), "homologous": ("max", "mean")}
+                   "select": ("least", "contrast"), "homologous": ("max", "mean"),
+                   "select_with": ("zoo", "trained")}
         for key, allowed in choices.items():
             if self.settings[key] not in allowed:
                 raise UsageError(f"deepcore setting {key}={self.settings[key]!r} is not valid",
@@ -135,6 +139,8 @@ class DeepCore(Method):
         x, info = self._candidates(owner, zoo, x0, targets, refs[0], seed)
         with torch.no_grad():
             probs = torch.softmax(model(x), dim=1)
+        if self.settings["select_with"] == "trained":  # an owner without data and labels keeps ``refs``
+            refs = self.selection_references(owner, seed) or refs
         keep, selected = self._select(zoo, x, probs, refs)
         info.update(selected)
         x, probs, targets = x[keep], probs[keep], targets[keep]
@@ -147,6 +153,17 @@ class DeepCore(Method):
         """Homologous reference models and where they came from (:func:`homologous_references`)."""
         return homologous_references(owner, zoo, int(self.settings["references"]),
                                      int(self.settings["reference_epochs"]), seed)
+
+    def selection_references(self, owner: Owner, seed: int) -> tuple[list[Any], str] | None:
+        """``select_with="trained"``: ``references`` look-alikes trained here, none of them optimised against.
+
+        Why: the zoo's train-split independents pull on every candidate during the ensemble optimisation, so
+        all candidates look rejected by them; look-alikes the points never saw tell which rejections generalise.
+        Their seeds are apart from those of :meth:`references`, which the no-zoo path optimises against.
+        """
+        refs, _ = homologous_references(owner, None, int(self.settings["references"]),
+                                        int(self.settings["reference_epochs"]), seed + SELECTION_SEED_OFFSET)
+        return (refs, "look-alikes trained here (not optimised against)") if refs else None
 
     def _candidates(self, owner: Owner, zoo: Any, x0: torch.Tensor, targets: torch.Tensor, homologous: list[Any],
                     seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
