@@ -269,3 +269,17 @@ def test_selection_with_look_alikes_the_points_never_saw(models: dict, digits: d
     method = DeepCore(references=1, reference_epochs=1)
     optimised_against, picked_by = method.references(owner, None, 0)[0][0], method.selection_references(owner, 0)[0][0]
     assert not torch.equal(next(optimised_against.parameters()), next(picked_by.parameters()))  # other seeds
+
+
+def test_feature_domain_keeps_constant_pixels_constant(models: dict, digits: dict) -> None:
+    """``domain="feature"``: seeds and optimised points stay inside each input feature's range in the owner data."""
+    x = torch.as_tensor(digits["data"], dtype=torch.float32)
+    lo, hi = x.min(0).values, x.max(0).values
+    assert bool((lo == hi).any())  # digits have pixels that are constant over the whole data set
+    for optimise in ("ensemble", "owner"):
+        fp = fpr.fingerprint(models["owner"], method="deepcore", domain="feature", optimise=optimise, n_points=20,
+                             n_candidates=60, references=1, reference_epochs=2, negatives=[models["hom1"]],
+                             positives=[models["copy"]], progress=False, **digits)
+        core = fp.tensors["core"]["x"].reshape(len(fp.tensors["core"]["x"]), -1)
+        assert bool((core >= lo - 1e-6).all() and (core <= hi + 1e-6).all()), optimise
+        assert bool((core[:, lo == hi] == lo[lo == hi]).all())

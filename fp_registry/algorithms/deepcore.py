@@ -84,7 +84,7 @@ class DeepCore(Method):
                                 "eps": 0.3, "references": 4, "reference_epochs": 10,
                                 "select": "least", "homologous": "mean", "token_candidates": 400,
                                 "token_steps": 30, "optimise": "ensemble", "penalty": 3.0, "ensemble_sample": 8,
-                                "select_with": "zoo"}
+                                "select_with": "zoo", "domain": "global"}
     #: the ensemble learns from the train split's independents: three replicas give 12 homologous lineages, not 4
     zoo_train_reps = 3
     default_threshold = 0.5
@@ -96,7 +96,7 @@ class DeepCore(Method):
         choices = {"similarity": ("auto", "label", "soft", "kappa"), "optimise": ("owner", "ensemble"),
                    "soft_space": ("logprob", "prob"), "seeds": ("data", "noise"), "target": ("own", "other"),
                    "select": ("least", "contrast"), "homologous": ("max", "mean"),
-                   "select_with": ("zoo", "trained")}
+                   "select_with": ("zoo", "trained"), "domain": ("global", "feature")}
         for key, allowed in choices.items():
             if self.settings[key] not in allowed:
                 raise UsageError(f"deepcore setting {key}={self.settings[key]!r} is not valid",
@@ -174,14 +174,34 @@ class DeepCore(Method):
         x = optimise_ensemble(owner.module, x0, targets, derived, homologous, steps=int(self.settings["steps"]),
                               lr=float(self.settings["lr"]), eps=self.settings["eps"],
                               penalty=float(self.settings["penalty"]),
-                              sample=int(self.settings["ensemble_sample"]), seed=seed, clamp=owner.clamp)
+                              sample=int(self.settings["ensemble_sample"]), seed=seed, clamp=self.clamp(owner))
         return x, {"optimised_by": f"owner + {len(derived)} {source} + {len(homologous)} homologous models"}
 
     def _seeds(self, owner: Owner, gen: torch.Generator, n: int) -> torch.Tensor:
         if self.settings["seeds"] == "data" and owner.data is not None:
             return owner.sample_inputs(n, gen)
-        lo, hi = owner.domain if owner.domain is not None else (0.0, 1.0)
+        lo, hi = self.bounds(owner)
         return lo + (hi - lo) * torch.rand(n, *owner.input_shape, generator=gen)
+
+    def bounds(self, owner: Owner) -> tuple[Any, Any]:
+        """Input range of the points: the data's overall range, or per feature with ``domain="feature"``.
+
+        Why per feature: a pixel that is constant in the owner's data (a digit's border) never reaches training,
+        so noise there reads whatever initial weights a model happens to have; and a suspect's API could refuse
+        queries that no real input looks like. Measured on development zoos (README): fewer homologous models
+        near the threshold, not more pruning-robust points.
+        """
+        if self.settings["domain"] == "feature" and owner.data is not None:
+            x = torch.as_tensor(owner.data, dtype=torch.float32).reshape(len(owner.data), *owner.input_shape)
+            return x.min(0).values, x.max(0).values
+        return owner.domain if owner.domain is not None else (0.0, 1.0)
+
+    def clamp(self, owner: Owner) -> Any:
+        """Projection into :meth:`bounds`."""
+        lo, hi = self.bounds(owner)
+        if isinstance(lo, torch.Tensor):
+            return lambda x: torch.maximum(torch.minimum(x, hi), lo)
+        return owner.clamp
 
     def _optimise(self, model: torch.nn.Module, owner: Owner, x0: torch.Tensor,
                   targets: torch.Tensor) -> torch.Tensor:
@@ -189,7 +209,7 @@ class DeepCore(Method):
         x = x0.clone().requires_grad_(True)
         opt = torch.optim.Adam([x], lr=float(self.settings["lr"]))
         gamma, eps = float(self.settings["gamma"]), self.settings["eps"]
-        rows = torch.arange(len(x))
+        rows, clamp = torch.arange(len(x)), self.clamp(owner)
         with frozen(model):
             for _ in range(int(self.settings["steps"])):
                 logits = model(x)
@@ -204,7 +224,7 @@ class DeepCore(Method):
                 with torch.no_grad():
                     if eps is not None:
                         x.copy_(x0 + (x - x0).clamp(-float(eps), float(eps)))
-                    x.copy_(owner.clamp(x))
+                    x.copy_(clamp(x))
         return x.detach()
 
     def _select(self, zoo: Any, x: torch.Tensor, probs: torch.Tensor,
