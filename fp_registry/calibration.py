@@ -43,26 +43,28 @@ class Calibration:
 
 
 def choose_threshold(negatives: list[float], positives: list[float], target_fpr: float = 0.01,
-                     default: float = 0.5) -> float:
+                     default: float = 0.5, skip_positives: int = 0) -> float:
     """Lowest threshold whose FPR on the negatives is at most ``target_fpr``, centred in the gap to the positives.
 
     Why the gap: a threshold right on the largest negative score leaves no margin for unseen independent
     models; halfway to the next positive score trades evenly between robustness and uniqueness.
+    ``skip_positives`` centres it on the gap to the ``skip_positives + 1``-th lowest positive instead: a method
+    whose target tolerates missing a few copies spends that tolerance on margin against unseen independents.
     """
     if not negatives:
         return default
     neg = sorted(negatives, reverse=True)
     allowed = int(math.floor(target_fpr * len(neg)))
     floor_score = neg[allowed] if allowed < len(neg) else -math.inf
-    above = [p for p in positives if p > floor_score]
+    above = sorted(p for p in positives if p > floor_score)
     if above and math.isfinite(floor_score):
-        return (floor_score + min(above)) / 2
+        return (floor_score + above[min(skip_positives, len(above) - 1)]) / 2
     if not math.isfinite(floor_score):
         return min(positives) if positives else default
     return math.nextafter(floor_score, math.inf)
 
 
 def calibrate(negatives: list[float], positives: list[float], target_fpr: float = 0.01,
-              default: float = 0.5) -> Calibration:
-    return Calibration(choose_threshold(negatives, positives, target_fpr, default),
+              default: float = 0.5, skip_positives: int = 0) -> Calibration:
+    return Calibration(choose_threshold(negatives, positives, target_fpr, default, skip_positives),
                        [float(s) for s in negatives], [float(s) for s in positives], target_fpr)

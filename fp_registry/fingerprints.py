@@ -179,7 +179,7 @@ def calibrate_fingerprint(fp: Fingerprint, split: ZooSplit, target_fpr: float = 
     m = fp.method_object()
     neg = [m.score(fp, Suspect(z.model, z.name))[0] for z in split.negatives]
     pos = [m.score(fp, Suspect(z.model, z.name))[0] for z in split.positives]
-    return calibrate(neg, pos, target_fpr, m.default_threshold)
+    return calibrate(neg, pos, target_fpr, m.default_threshold, int(m.settings.get("skip_positives", 0)))
 
 
 def _zoo_splits(m: Method, owner: Owner, positives: list[Any] | None, negatives: list[Any] | None,

@@ -283,3 +283,22 @@ def test_feature_domain_keeps_constant_pixels_constant(models: dict, digits: dic
         core = fp.tensors["core"]["x"].reshape(len(fp.tensors["core"]["x"]), -1)
         assert bool((core >= lo - 1e-6).all() and (core <= hi + 1e-6).all()), optimise
         assert bool((core[:, lo == hi] == lo[lo == hi]).all())
+
+
+def test_pruned_selection_keeps_points_tolerated_prunings_answer(models: dict, digits: dict) -> None:
+    """``select="pruned"``: the owner's prunings that keep 90 % of its labels join selection as copies."""
+    from fp_registry.algorithms.deepcore_ensemble import tolerated_prunings
+    from fp_registry.methods import make_owner
+
+    owner = make_owner(models["owner"], "classification", digits["data"], digits["labels"])
+    x = torch.as_tensor(digits["data"], dtype=torch.float32)
+    with torch.no_grad():
+        own = models["owner"](x).argmax(1)
+        kept = tolerated_prunings(owner)
+        assert kept and all(float((m(x).argmax(1) == own).float().mean()) >= 0.9 for m in kept)
+    assert tolerated_prunings(owner, fidelity=1.01) == []
+    fp = fpr.fingerprint(models["owner"], method="deepcore", select="pruned", n_points=30, n_candidates=150,
+                         zoo=small_zoo(models, ("hom1",), ("hom2", "copy")), progress=False, **digits)
+    assert fp.info["selected_by"].endswith(f"+ {len(kept)} tolerated prunings of the owner")
+    assert fp.verify(models["tuned"]).is_match
+    assert not any(fp.verify(models[n]).is_match for n in ("hom3", "hom4"))

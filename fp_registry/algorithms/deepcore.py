@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fp_registry.algorithms.deepcore_ensemble import derived_references, optimise_ensemble
+from fp_registry.algorithms.deepcore_ensemble import derived_references, optimise_ensemble, tolerated_prunings
 from fp_registry.algorithms.deepcore_tokens import build_tokens, check_suspect_vocab, check_token_owner
 from fp_registry.algorithms.textprobe import other_class
 from fp_registry.errors import NotApplicableError, ShapeMismatchError, UsageError
@@ -87,7 +87,7 @@ class DeepCore(Method):
                                 "eps": 0.3, "references": 4, "reference_epochs": 10,
                                 "select": "least", "homologous": "mean", "token_candidates": 400,
                                 "token_steps": 30, "optimise": "ensemble", "penalty": 3.0, "ensemble_sample": 8,
-                                "select_with": "zoo", "domain": "global"}
+                                "select_with": "zoo", "domain": "global", "skip_positives": 0}
     #: the ensemble learns from the train split's independents: three replicas give 12 homologous lineages, not 4
     zoo_train_reps = 3
     default_threshold = 0.5
@@ -98,7 +98,7 @@ class DeepCore(Method):
             self.settings["target"], self.settings["eps"] = "other", 0.02
         choices = {"similarity": ("auto", "label", "soft", "kappa"), "optimise": ("owner", "ensemble"),
                    "soft_space": ("logprob", "prob"), "seeds": ("data", "noise"), "target": ("own", "other"),
-                   "select": ("least", "contrast"), "homologous": ("max", "mean"),
+                   "select": ("least", "contrast", "pruned"), "homologous": ("max", "mean"),
                    "select_with": ("zoo", "trained"), "domain": ("global", "feature")}
         for key, allowed in choices.items():
             if self.settings[key] not in allowed:
@@ -144,7 +144,8 @@ class DeepCore(Method):
             probs = torch.softmax(model(x), dim=1)
         if self.settings["select_with"] == "trained":  # an owner without data and labels keeps ``refs``
             refs = self.selection_references(owner, seed) or refs
-        keep, selected = self._select(zoo, x, probs, refs)
+        copies = tolerated_prunings(owner) if self.settings["select"] == "pruned" else None
+        keep, selected = self._select(zoo, x, probs, refs, copies)
         info.update(selected)
         x, probs, targets = x[keep], probs[keep], targets[keep]
         info.update(reached_gamma=float((probs[torch.arange(len(x)), targets] >= float(self.settings["gamma"]))
@@ -230,20 +231,26 @@ class DeepCore(Method):
                     x.copy_(clamp(x))
         return x.detach()
 
-    def _select(self, zoo: Any, x: torch.Tensor, probs: torch.Tensor,
-                refs: tuple[list[Any], str]) -> tuple[torch.Tensor, dict[str, Any]]:
-        """Indices of the ``n_points`` candidates that best tell reference copies from reference homologous models."""
+    def _select(self, zoo: Any, x: torch.Tensor, probs: torch.Tensor, refs: tuple[list[Any], str],
+                pruned: list[Any] | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Indices of the ``n_points`` candidates that best tell reference copies from reference homologous models.
+
+        ``pruned`` (``select="pruned"``): the copies are the owner's tolerated prunings, and agreement counts the
+        top-1 label (weight 1) before the probability cosine.
+        """
         n = self.points()
         models, source = refs
         if not models:
             return torch.arange(n), {"selected_by": "none (no reference homologous models)"}
         copies = [z.model for z in getattr(zoo, "positives", None) or []] if self.settings["select"] == "contrast" \
-            else []
+            else list(pruned or [])
         neg = reference_probs(models, x, probs.shape[1])
         pos = reference_probs(copies, x, probs.shape[1])
-        keep = candidate_ranking(probs, neg, pos, 0.0, worst=self.settings["homologous"] == "max")[:n]
+        keep = candidate_ranking(probs, neg, pos, 1.0 if pruned else 0.0,
+                                 worst=self.settings["homologous"] == "max")[:n]
         neg_sim = torch.stack([F.cosine_similarity(p, probs, dim=1) for p in neg]).mean(0)
-        info = {"selected_by": f"{len(models)} {source}" + (f" + {len(copies)} derived models" if copies else ""),
+        kind = "tolerated prunings of the owner" if pruned else "derived models"
+        info = {"selected_by": f"{len(models)} {source}" + (f" + {len(copies)} {kind}" if copies else ""),
                 "reference_similarity": float(neg_sim[keep].mean()), "reference_similarity_all": float(neg_sim.mean())}
         return keep, info
 

@@ -95,3 +95,26 @@ def derived_references(owner_model: nn.Module, zoo: Any) -> tuple[list[nn.Module
     if positives:
         return [z.model for z in positives], "derived models of the zoo's train split"
     return owner_variants(owner_model), "pruned copies of the owner"
+
+
+#: magnitude-pruning ratios tried for ``select="pruned"`` (none is a ratio of the zoo's test split)
+PROXY_RATIOS = (0.55, 0.65, 0.75, 0.85)
+#: a pruning is kept when it still gives the owner's label on at least this share of the owner's data
+PROXY_FIDELITY = 0.9
+
+
+def tolerated_prunings(owner: Any, ratios: tuple[float, ...] = PROXY_RATIOS,
+                       fidelity: float = PROXY_FIDELITY) -> list[nn.Module]:
+    """The owner magnitude-pruned at each of ``ratios`` that keeps ``fidelity`` of its labels on its own data.
+
+    Why: a heavily pruned copy keeps the owner's largest weights, and the points it still answers like the owner
+    are those a pruned pirate copy keeps too. Fidelity, not a fixed ratio, decides how far to go, because how much
+    pruning a model survives depends on the model. No data: the fixed 50 / 70 % of :func:`owner_variants`.
+    """
+    if owner.data is None:
+        return owner_variants(owner.module, (0.5, 0.7))
+    x = torch.as_tensor(owner.data, dtype=torch.float32).reshape(len(owner.data), *owner.input_shape)
+    with torch.no_grad():
+        own = owner.module(x).argmax(1)
+        return [m for m in owner_variants(owner.module, ratios)
+                if float((m(x).argmax(1) == own).float().mean()) >= fidelity]
