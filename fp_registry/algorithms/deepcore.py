@@ -52,9 +52,11 @@ class DeepCore(Method):
     - Similarity C (``similarity="kappa"``): Cohen's kappa of the suspect's and the owner's labels (label agreement
       minus what the two label frequencies explain), clipped at 0. ``"auto"`` (default) is kappa for float owners
       and label agreement for token owners, resolved when the fingerprint is built.
-    - Two settings measured on fresh zoos and not adopted (README, "Stop 20"): ``select_with="trained"`` selects
+    - Settings measured on fresh zoos and not adopted (README, "Stop 20"): ``select_with="trained"`` selects
       with ``references`` look-alikes trained here instead of the optimised-against train split, and
-      ``domain="feature"`` keeps points inside each input feature's data range instead of the overall range.
+      ``domain="feature"`` keeps points inside each input feature's data range instead of the overall range;
+      ``select="pruned"`` ranks candidates by the owner's tolerated prunings against the look-alikes, and
+      ``skip_positives=1`` centres the threshold on the gap to the second-weakest calibration copy.
     - Token-id owners (``input_kind="int64"``): candidates come from TextProbe's greedy substitution search
       (:mod:`fp_registry.algorithms.deepcore_tokens`, ``token_candidates`` of them), then the same selection,
       similarities and clustering. Ids are never cast to float.
