@@ -256,7 +256,7 @@ def test_ensemble_without_zoo_uses_pruned_owner_copies(models: dict, digits: dic
 
 
 def test_selection_with_look_alikes_the_points_never_saw(models: dict, digits: dict) -> None:
-    """``select_with="trained"``: candidates are picked by look-alikes trained here, not by the optimised-against ones."""
+    """``select_with="trained"``: candidates are picked by look-alikes trained here, not the optimised-against ones."""
     from fp_registry.methods import make_owner
 
     fp = fpr.fingerprint(models["owner"], method="deepcore", select_with="trained", references=2, reference_epochs=4,
