@@ -198,7 +198,7 @@ class DeepCore(Method):
         near the threshold, not more pruning-robust points.
         """
         if self.settings["domain"] == "feature" and owner.data is not None:
-            x = torch.as_tensor(owner.data, dtype=torch.float32).reshape(len(owner.data), *owner.input_shape)
+            x = owner.data.reshape(len(owner.data), *owner.input_shape)
             return x.min(0).values, x.max(0).values
         return owner.domain if owner.domain is not None else (0.0, 1.0)
 

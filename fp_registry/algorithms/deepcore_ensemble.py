@@ -113,7 +113,7 @@ def tolerated_prunings(owner: Any, ratios: tuple[float, ...] = PROXY_RATIOS,
     """
     if owner.data is None:
         return owner_variants(owner.module, (0.5, 0.7))
-    x = torch.as_tensor(owner.data, dtype=torch.float32).reshape(len(owner.data), *owner.input_shape)
+    x = owner.data.reshape(len(owner.data), *owner.input_shape)
     with torch.no_grad():
         own = owner.module(x).argmax(1)
         return [m for m in owner_variants(owner.module, ratios)
