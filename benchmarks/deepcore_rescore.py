@@ -42,7 +42,7 @@ def collect_zoo(scenario: str, seed: int, specs: list[str], lookalikes: int,
     """One zoo: per spec, the owner's, calibration, test, look-alike and pruned-owner labels on the core points."""
     import torch
 
-    from fp_registry.algorithms.deepcore import homologous_references
+    from fp_registry.algorithms.deepcore import SELECTION_SEED_OFFSET, homologous_references
     from fp_registry.algorithms.deepcore_ensemble import owner_variants
     from fp_registry.evaluation.harness import make_owner, parse_method_spec
     from fp_registry.fingerprints import fingerprint
@@ -57,11 +57,13 @@ def collect_zoo(scenario: str, seed: int, specs: list[str], lookalikes: int,
     zoo = build_zoo(owner, seed=seed, progress=False, name=scenario, alt_data=get_scenario(scenario).load_data().other,
                     train_reps=3)
     x_data = owner.data.reshape(len(owner.data), *owner.input_shape)
+    pruned = {r: m for r, m in zip(ratios, owner_variants(model, ratios))}
     with torch.no_grad():
         own_data = model(x_data).argmax(1)
-    pruned = {r: m for r, m in zip(ratios, owner_variants(model, ratios))}
-    fidelity = {r: float((m(x_data).argmax(1) == own_data).float().mean()) for r, m in pruned.items()}
-    extra, _ = homologous_references(owner, None, lookalikes, 10, seed + 2 * 104729) if lookalikes else ([], "")
+        fidelity = {r: float((m(x_data).argmax(1) == own_data).float().mean()) for r, m in pruned.items()}
+    # seeds apart from those of select_with="trained" (seed + offset), so no variant selected with these models
+    extra, _ = homologous_references(owner, None, lookalikes, 10, seed + 2 * SELECTION_SEED_OFFSET) \
+        if lookalikes else ([], "")
     out = {}
     for spec in specs:
         base, _, draw = spec.partition("@")
