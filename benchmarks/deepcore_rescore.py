@@ -26,7 +26,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-SAME_ARCH = ("homologous", "homologous-modified", "other-data")  # as fp_registry.zoo.recipes.SAME_ARCH_FAMILIES
+from fp_registry.zoo.recipes import SAME_ARCH_FAMILIES as SAME_ARCH  # light: no torch at import
+
 DRAW_STRIDE = 1000003
 Score = Callable[[np.ndarray], float]
 
@@ -37,30 +38,32 @@ def _labels(model: Any, x: Any, n_classes: int) -> list[int]:
     return Suspect(model).labels(x, n_classes).tolist()
 
 
-def collect_zoo(scenario: str, seed: int, specs: list[str], lookalikes: int,
-                ratios: tuple[float, ...]) -> dict[str, Any]:
-    """One zoo: per spec, the owner's, calibration, test, look-alike and pruned-owner labels on the core points."""
-    import torch
-
-    from fp_registry.algorithms.deepcore import SELECTION_SEED_OFFSET, homologous_references
-    from fp_registry.algorithms.deepcore_ensemble import owner_variants
-    from fp_registry.evaluation.harness import make_owner, parse_method_spec
-    from fp_registry.fingerprints import fingerprint
-    from fp_registry.methods import get_method_class
+def owner_and_zoo(scenario: str, seed: int) -> tuple[Any, Any, dict[str, Any]]:
+    """The scenario's owner for ``seed`` and its zoo with three train replicas, as ``fpreg evaluate`` builds them."""
+    from fp_registry.evaluation.harness import make_owner
     from fp_registry.scenarios import get_scenario, owner_inputs, train_owner
     from fp_registry.zoo.builder import build_zoo
 
     kw = owner_inputs(scenario)
-    owner_kw = {k: v for k, v in kw.items() if k in ("task", "data", "labels", "input_shape")}  # as evaluate_owner
-    model = train_owner(scenario, seed)
-    owner = make_owner(model, "classification", kw["data"], kw["labels"], kw.get("input_shape"))
+    owner = make_owner(train_owner(scenario, seed), "classification", kw["data"], kw["labels"], kw.get("input_shape"))
     zoo = build_zoo(owner, seed=seed, progress=False, name=scenario, alt_data=get_scenario(scenario).load_data().other,
                     train_reps=3)
-    x_data = owner.data.reshape(len(owner.data), *owner.input_shape)
-    pruned = {r: m for r, m in zip(ratios, owner_variants(model, ratios))}
-    with torch.no_grad():
-        own_data = model(x_data).argmax(1)
-        fidelity = {r: float((m(x_data).argmax(1) == own_data).float().mean()) for r, m in pruned.items()}
+    return owner, zoo, {k: v for k, v in kw.items() if k in ("task", "data", "labels", "input_shape")}
+
+
+def collect_zoo(scenario: str, seed: int, specs: list[str], lookalikes: int,
+                ratios: tuple[float, ...]) -> dict[str, Any]:
+    """One zoo: per spec, the owner's, calibration, test, look-alike and pruned-owner labels on the core points."""
+    from fp_registry.algorithms.deepcore import SELECTION_SEED_OFFSET, homologous_references
+    from fp_registry.algorithms.deepcore_ensemble import label_fidelity, owner_variants
+    from fp_registry.evaluation.harness import parse_method_spec
+    from fp_registry.fingerprints import fingerprint
+    from fp_registry.methods import get_method_class
+
+    owner, zoo, owner_kw = owner_and_zoo(scenario, seed)
+    model = owner.module
+    pruned = dict(zip(ratios, owner_variants(model, ratios)))
+    fidelity = dict(zip(ratios, label_fidelity(owner, list(pruned.values()))))
     # seeds apart from those of select_with="trained" (seed + offset), so no variant selected with these models
     extra, _ = homologous_references(owner, None, lookalikes, 10, seed + 2 * SELECTION_SEED_OFFSET) \
         if lookalikes else ([], "")
@@ -136,14 +139,17 @@ def _draws(per_seed: dict[str, Any]) -> dict[str, list[str]]:
     return rows
 
 
-def _scores(entry: dict[str, Any], rule: str) -> dict[str, float] | None:
-    fn = score_rules(np.array(entry["owner"]), np.array(entry["lookalikes"])).get(rule)
-    return None if fn is None else {r["name"]: fn(np.array(r["labels"])) for r in entry["rows"]}
+def _scores(entry: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Per score rule, each calibration / test model's score, and ``"pruning R"`` for the owner's pruning at R."""
+    models = {r["name"]: r["labels"] for r in entry["rows"]}
+    models.update({f"pruning {r}": p["labels"] for r, p in entry["prunings"].items()})
+    return {rule: {name: fn(np.array(labels)) for name, labels in models.items()}
+            for rule, fn in score_rules(np.array(entry["owner"]), np.array(entry["lookalikes"])).items()}
 
 
-def _pruning_scores(entry: dict[str, Any], rule: str, ratios: tuple[float, ...], min_fidelity: float) -> list[float]:
-    fn = score_rules(np.array(entry["owner"]), np.array(entry["lookalikes"]))[rule]
-    return [fn(np.array(p["labels"])) for r, p in entry["prunings"].items()
+def _pruning_scores(entry: dict[str, Any], scores: dict[str, float], ratios: tuple[float, ...],
+                    min_fidelity: float) -> list[float]:
+    return [scores[f"pruning {r}"] for r, p in entry["prunings"].items()
             if float(r) in ratios and p["fidelity"] >= min_fidelity]
 
 
@@ -154,11 +160,9 @@ def zoo_outcomes(per_seed: dict[str, Any], prune_cal: tuple[tuple[float, ...], f
     for label, specs in _draws(per_seed).items():
         entries = [per_seed[s] for s in specs]
         meta = {r["name"]: r for r in entries[0]["rows"]}
-        for rule in score_rules(np.array(entries[0]["owner"]), np.array(entries[0]["lookalikes"])):
-            per_draw = [_scores(e, rule) for e in entries]
-            if any(d is None for d in per_draw):
-                continue
-            score = {n: float(np.mean([d[n] for d in per_draw])) for n in meta}  # type: ignore[index]
+        per_draw = [_scores(e) for e in entries]
+        for rule in (r for r in per_draw[0] if all(r in d for d in per_draw)):  # in score_rules' order
+            score = {n: float(np.mean([d[rule][n] for d in per_draw])) for n in meta}
             split = {key: [score[n] for n, r in meta.items() if test(r)] for key, test in (
                 ("cal_neg", lambda r: r["split"] == "calibration" and not r["derived"]),
                 ("cal_pos", lambda r: r["split"] == "calibration" and r["derived"]),
@@ -168,10 +172,10 @@ def zoo_outcomes(per_seed: dict[str, Any], prune_cal: tuple[tuple[float, ...], f
             extra_pos: dict[str, list[float]] = {"calibration": [], "calibration, skip 1": []}
             if prune_cal and rule == "kappa" and len(entries) == 1:
                 extra_pos[f"calibration + owner prunings {prune_cal[0]} (fidelity >= {prune_cal[1]})"] = \
-                    _pruning_scores(entries[0], rule, *prune_cal)
+                    _pruning_scores(entries[0], per_draw[0][rule], *prune_cal)
             if upper_ratio is not None and rule == "kappa" and len(entries) == 1:
                 extra_pos[f"UPPER BOUND, not allowed: + owner pruning {upper_ratio}"] = \
-                    _pruning_scores(entries[0], rule, (upper_ratio,), 0.0)
+                    _pruning_scores(entries[0], per_draw[0][rule], (upper_ratio,), 0.0)
             for name, pos in extra_pos.items():
                 met, fir, mir = bar(split["cal_neg"], split["cal_pos"] + pos, split["test_neg"], split["test_pos"],
                                     skip=1 if name.endswith("skip 1") else 0)
@@ -211,20 +215,16 @@ def natural(scenario: str, seeds: list[int], reports: str) -> None:
     import torch
     from scipy.stats import spearmanr
 
-    from fp_registry.evaluation.harness import make_owner
-    from fp_registry.scenarios import get_scenario, owner_inputs, train_owner
-    from fp_registry.zoo.builder import build_zoo
+    from fp_registry.scenarios import get_scenario
 
-    kw, data = owner_inputs(scenario), get_scenario(scenario).load_data()
-    x_other, y_other = data.other
+    x_other, y_other = get_scenario(scenario).load_data().other
     found = []
     for seed in seeds:
         report = json.loads((Path(reports) / f"seed-{seed}" / "report.json").read_text())
         result = next(m for m in report["methods"] if m["method"] == "deepcore")
         score = {s["name"]: s["score"] for s in result["suspects"]}
-        model = train_owner(scenario, seed)
-        owner = make_owner(model, "classification", kw["data"], kw["labels"], kw.get("input_shape"))
-        zoo = build_zoo(owner, seed=seed, progress=False, name=scenario, alt_data=data.other, train_reps=3)
+        owner, zoo, _ = owner_and_zoo(scenario, seed)
+        model = owner.module
         x = x_other.reshape(len(x_other), *owner.input_shape)
         with torch.no_grad():
             own = model(x).argmax(1)

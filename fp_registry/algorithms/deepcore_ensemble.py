@@ -113,8 +113,13 @@ def tolerated_prunings(owner: Any, ratios: tuple[float, ...] = PROXY_RATIOS,
     """
     if owner.data is None:
         return owner_variants(owner.module, (0.5, 0.7))
+    pruned = owner_variants(owner.module, ratios)
+    return [m for m, f in zip(pruned, label_fidelity(owner, pruned)) if f >= fidelity]
+
+
+def label_fidelity(owner: Any, models: list[nn.Module]) -> list[float]:
+    """Per model, the share of the owner's data on which it gives the owner's label."""
     x = owner.data.reshape(len(owner.data), *owner.input_shape)
     with torch.no_grad():
         own = owner.module(x).argmax(1)
-        return [m for m in owner_variants(owner.module, ratios)
-                if float((m(x).argmax(1) == own).float().mean()) >= fidelity]
+        return [float((m(x).argmax(1) == own).float().mean()) for m in models]
