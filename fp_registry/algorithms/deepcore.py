@@ -7,7 +7,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fp_registry.algorithms.deepcore_ensemble import derived_references, optimise_ensemble, tolerated_prunings
+from fp_registry.algorithms.deepcore_ensemble import (derived_references, heavy_prunings, optimise_ensemble,
+                                                      tolerated_prunings)
 from fp_registry.algorithms.deepcore_tokens import build_tokens, check_suspect_vocab, check_token_owner
 from fp_registry.algorithms.textprobe import other_class
 from fp_registry.errors import NotApplicableError, ShapeMismatchError, UsageError
@@ -57,6 +58,10 @@ class DeepCore(Method):
       ``domain="feature"`` keeps points inside each input feature's data range instead of the overall range;
       ``select="pruned"`` ranks candidates by the owner's tolerated prunings against the look-alikes, and
       ``skip_positives=1`` centres the threshold on the gap to the second-weakest calibration copy.
+    - ``prunings="heavy"`` (our addition, under a pre-registered check in stop 22): the owner's own magnitude
+      prunings at 70-90 % that still give its label on 70 % of its data join the ensemble optimisation's derived
+      side, every step (:func:`~fp_registry.algorithms.deepcore_ensemble.heavy_prunings`). The zoo's train split
+      prunes at most 75 %, and the copies core points lose most often are pruned harder.
     - Token-id owners (``input_kind="int64"``): candidates come from TextProbe's greedy substitution search
       (:mod:`fp_registry.algorithms.deepcore_tokens`, ``token_candidates`` of them), then the same selection,
       similarities and clustering. Ids are never cast to float.
@@ -89,7 +94,8 @@ class DeepCore(Method):
                                 "eps": 0.3, "references": 4, "reference_epochs": 10,
                                 "select": "least", "homologous": "mean", "token_candidates": 400,
                                 "token_steps": 30, "optimise": "ensemble", "penalty": 3.0, "ensemble_sample": 8,
-                                "select_with": "zoo", "domain": "global", "skip_positives": 0}
+                                "select_with": "zoo", "domain": "global", "skip_positives": 0,
+                                "prunings": "none"}
     #: the ensemble learns from the train split's independents: three replicas give 12 homologous lineages, not 4
     zoo_train_reps = 3
     default_threshold = 0.5
@@ -101,7 +107,8 @@ class DeepCore(Method):
         choices = {"similarity": ("auto", "label", "soft", "kappa"), "optimise": ("owner", "ensemble"),
                    "soft_space": ("logprob", "prob"), "seeds": ("data", "noise"), "target": ("own", "other"),
                    "select": ("least", "contrast", "pruned"), "homologous": ("max", "mean"),
-                   "select_with": ("zoo", "trained"), "domain": ("global", "feature")}
+                   "select_with": ("zoo", "trained"), "domain": ("global", "feature"),
+                   "prunings": ("none", "heavy")}
         for key, allowed in choices.items():
             if self.settings[key] not in allowed:
                 raise UsageError(f"deepcore setting {key}={self.settings[key]!r} is not valid",
@@ -177,11 +184,16 @@ class DeepCore(Method):
         if self.settings["optimise"] == "owner":
             return self._optimise(owner.module, owner, x0, targets), {"optimised_by": "owner"}
         derived, source = derived_references(owner.module, zoo)
+        # without a zoo the derived side already is the owner's prunings
+        pruned = heavy_prunings(owner) if self.settings["prunings"] == "heavy" and getattr(zoo, "positives", None) \
+            else []
         x = optimise_ensemble(owner.module, x0, targets, derived, homologous, steps=int(self.settings["steps"]),
                               lr=float(self.settings["lr"]), eps=self.settings["eps"],
                               penalty=float(self.settings["penalty"]),
-                              sample=int(self.settings["ensemble_sample"]), seed=seed, clamp=self.clamp(owner))
-        return x, {"optimised_by": f"owner + {len(derived)} {source} + {len(homologous)} homologous models"}
+                              sample=int(self.settings["ensemble_sample"]), seed=seed, clamp=self.clamp(owner),
+                              pruned=pruned)
+        extra = f" + {len(pruned)} heavy prunings of the owner" if pruned else ""
+        return x, {"optimised_by": f"owner + {len(derived)} {source}{extra} + {len(homologous)} homologous models"}
 
     def _seeds(self, owner: Owner, gen: torch.Generator, n: int) -> torch.Tensor:
         if self.settings["seeds"] == "data" and owner.data is not None:

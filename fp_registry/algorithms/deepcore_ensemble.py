@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -34,12 +34,14 @@ def _sample(models: list[nn.Module], k: int, gen: torch.Generator) -> list[nn.Mo
 
 
 def ensemble_loss(owner_model: nn.Module, x: torch.Tensor, targets: torch.Tensor, derived: list[nn.Module],
-                  homologous: list[nn.Module], penalty: float) -> torch.Tensor:
-    """Per-point loss: CE of the owner and the mean CE of derived models on the target, plus ``penalty`` times the
-    mean ``-log(1 - p_t)`` of homologous models (pushes their probability of the target towards 0, bounded below)."""
+                  homologous: list[nn.Module], penalty: float, pruned: Sequence[nn.Module] = ()) -> torch.Tensor:
+    """Per-point loss: CE of the owner, the mean CE of derived models and (a term of its own) of ``pruned`` copies
+    on the target, plus ``penalty`` times the mean ``-log(1 - p_t)`` of homologous models (pushes their probability
+    of the target towards 0, bounded below)."""
     loss = F.cross_entropy(owner_model(x), targets, reduction="none")
-    if derived:
-        loss = loss + torch.stack([F.cross_entropy(m(x), targets, reduction="none") for m in derived]).mean(0)
+    for side in (derived, pruned):
+        if side:
+            loss = loss + torch.stack([F.cross_entropy(m(x), targets, reduction="none") for m in side]).mean(0)
     if homologous and penalty:
         rows = torch.arange(len(x))
         p_t = torch.stack([torch.softmax(m(x), 1)[rows, targets] for m in homologous])
@@ -50,9 +52,10 @@ def ensemble_loss(owner_model: nn.Module, x: torch.Tensor, targets: torch.Tensor
 def optimise_ensemble(owner_model: nn.Module, x0: torch.Tensor, targets: torch.Tensor, derived: list[nn.Module],
                       homologous: list[nn.Module], *, steps: int, lr: float, eps: float | None, penalty: float,
                       sample: int, seed: int, clamp: Callable[[torch.Tensor], torch.Tensor],
-                      chunk: int = CHUNK) -> torch.Tensor:
+                      chunk: int = CHUNK, pruned: Sequence[nn.Module] = ()) -> torch.Tensor:
     """Adam on :func:`ensemble_loss`, ``sample`` random models per side and step, projected into the L-inf ball of
-    ``eps`` around each seed and into the input domain (``clamp``); ``chunk`` candidates at a time.
+    ``eps`` around each seed and into the input domain (``clamp``); ``chunk`` candidates at a time. ``pruned``
+    models are never sampled: every step uses all of them (see :func:`heavy_prunings`).
 
     Why sampling: a full train split with three replicas is ~130 models; a fresh random handful per step keeps the
     cost of a digits-cnn fingerprint at minutes while every reference still pulls on the points over the run.
@@ -62,23 +65,25 @@ def optimise_ensemble(owner_model: nn.Module, x0: torch.Tensor, targets: torch.T
     """
     with one_thread():  # tiny ops: spare threads only spin (see one_thread)
         parts = [_optimise_chunk(owner_model, x0[i:i + chunk], targets[i:i + chunk], derived, homologous, steps=steps,
-                                 lr=lr, eps=eps, penalty=penalty, sample=sample, seed=seed, clamp=clamp)
+                                 lr=lr, eps=eps, penalty=penalty, sample=sample, seed=seed, clamp=clamp,
+                                 pruned=pruned)
                  for i in range(0, len(x0), max(chunk, 1))]
     return torch.cat(parts) if parts else x0.clone()
 
 
 def _optimise_chunk(owner_model: nn.Module, x0: torch.Tensor, targets: torch.Tensor, derived: list[nn.Module],
                     homologous: list[nn.Module], *, steps: int, lr: float, eps: float | None, penalty: float,
-                    sample: int, seed: int, clamp: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+                    sample: int, seed: int, clamp: Callable[[torch.Tensor], torch.Tensor],
+                    pruned: Sequence[nn.Module] = ()) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)  # same draws for every chunk
     x = x0.clone().requires_grad_(True)
     opt = torch.optim.Adam([x], lr=lr)
     with contextlib.ExitStack() as stack:
-        for m in [owner_model, *derived, *homologous]:
+        for m in [owner_model, *derived, *homologous, *pruned]:
             stack.enter_context(frozen(m))
         for _ in range(steps):
             loss = ensemble_loss(owner_model, x, targets, _sample(derived, sample, gen),
-                                 _sample(homologous, sample, gen), penalty).sum()
+                                 _sample(homologous, sample, gen), penalty, pruned).sum()
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -115,6 +120,25 @@ def tolerated_prunings(owner: Any, ratios: tuple[float, ...] = PROXY_RATIOS,
         return owner_variants(owner.module, (0.5, 0.7))
     pruned = owner_variants(owner.module, ratios)
     return [m for m, f in zip(pruned, label_fidelity(owner, pruned)) if f >= fidelity]
+
+
+#: owner prunings of ``prunings="heavy"``; 0.8 is left out because it is the zoo's test-split attack, which a
+#: fingerprint must not have seen for its evaluation to be honest
+HEAVY_RATIOS = (0.7, 0.75, 0.85, 0.9)
+#: a heavy pruning is kept while it gives the owner's label on this share of the owner's data
+HEAVY_FIDELITY = 0.7
+
+
+def heavy_prunings(owner: Any) -> list[nn.Module]:
+    """The owner magnitude-pruned at each of :data:`HEAVY_RATIOS` that still works (:data:`HEAVY_FIDELITY`).
+
+    Why: the zoo's train and calibration splits prune at most 75 %, and the copies core points lose most often are
+    pruned harder (README, DeepCore "Stop 21"). The owner can make such copies itself, without data or training,
+    and optimise the points so that they keep them. Without data every ratio is kept.
+    """
+    if owner.data is None:
+        return owner_variants(owner.module, HEAVY_RATIOS)
+    return tolerated_prunings(owner, HEAVY_RATIOS, HEAVY_FIDELITY)
 
 
 def label_fidelity(owner: Any, models: list[nn.Module]) -> list[float]:
