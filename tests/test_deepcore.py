@@ -306,7 +306,8 @@ def test_pruned_selection_keeps_points_tolerated_prunings_answer(models: dict, d
 
 def test_heavy_prunings_join_the_optimisation_and_keep_a_harder_pruning(models: dict, digits: dict) -> None:
     """``prunings="heavy"``: the owner's working heavy prunings pull on every step, so an 80 %-pruned copy (a ratio
-    they leave out) keeps more of the owner's labels than on points made without them, from the same seeds."""
+    they leave out) keeps more of the owner's labels than on points made without them, from the same seeds.
+    ``prunings="both"`` also pushes the heavy prunings of the train split's look-alike roots away."""
     from fp_registry.algorithms.deepcore_ensemble import HEAVY_FIDELITY, HEAVY_RATIOS, heavy_prunings, label_fidelity
     from fp_registry.methods import make_owner
     from fp_registry.zoo.attacks import prune
@@ -332,3 +333,9 @@ def test_heavy_prunings_join_the_optimisation_and_keep_a_harder_pruning(models: 
     assert sum(gaps) / len(gaps) > 0.03, gaps
     assert heavy.info["optimised_by"].endswith(f"+ {len(kept)} heavy prunings of the owner + 1 homologous models")
     assert "heavy" not in plain.info["optimised_by"]
+    # "both": the train split's look-alike roots, heavily pruned (each against its own labels), join the other side
+    look_alike = heavy_prunings(owner, models["hom1"])
+    assert look_alike and all(f >= HEAVY_FIDELITY for f in label_fidelity(owner, look_alike, models["hom1"]))
+    both = fpr.fingerprint(models["owner"], prunings="both", **kw)
+    assert both.info["optimised_by"].endswith(f"heavy prunings of the owner + {1 + len(look_alike)} homologous models")
+    assert not any(both.verify(models[n]).is_match for n in ("hom3", "hom4"))

@@ -129,21 +129,25 @@ HEAVY_RATIOS = (0.7, 0.75, 0.85, 0.9)
 HEAVY_FIDELITY = 0.7
 
 
-def heavy_prunings(owner: Any) -> list[nn.Module]:
-    """The owner magnitude-pruned at each of :data:`HEAVY_RATIOS` that still works (:data:`HEAVY_FIDELITY`).
+def heavy_prunings(owner: Any, model: nn.Module | None = None) -> list[nn.Module]:
+    """``model`` (default: the owner) magnitude-pruned at each of :data:`HEAVY_RATIOS` that still works: it gives
+    ``model``'s own label on :data:`HEAVY_FIDELITY` of the owner's data. Without data every ratio is kept.
 
     Why: the zoo's train and calibration splits prune at most 75 %, and the copies core points lose most often are
     pruned harder (README, DeepCore "Stop 21"). The owner can make such copies itself, without data or training,
-    and optimise the points so that they keep them. Without data every ratio is kept.
+    and optimise the points so that they keep them; ``prunings="both"`` also prunes the look-alikes, so that their
+    heavy prunings are pushed off the points as they are.
     """
+    model = owner.module if model is None else model
+    pruned = owner_variants(model, HEAVY_RATIOS)
     if owner.data is None:
-        return owner_variants(owner.module, HEAVY_RATIOS)
-    return tolerated_prunings(owner, HEAVY_RATIOS, HEAVY_FIDELITY)
+        return pruned
+    return [m for m, f in zip(pruned, label_fidelity(owner, pruned, model)) if f >= HEAVY_FIDELITY]
 
 
-def label_fidelity(owner: Any, models: list[nn.Module]) -> list[float]:
-    """Per model, the share of the owner's data on which it gives the owner's label."""
+def label_fidelity(owner: Any, models: list[nn.Module], reference: nn.Module | None = None) -> list[float]:
+    """Per model, the share of the owner's data on which it gives ``reference``'s label (default: the owner's)."""
     x = owner.data.reshape(len(owner.data), *owner.input_shape)
     with torch.no_grad():
-        own = owner.module(x).argmax(1)
+        own = (owner.module if reference is None else reference)(x).argmax(1)
         return [float((m(x).argmax(1) == own).float().mean()) for m in models]
