@@ -1,7 +1,8 @@
 """Issue 7: re-score DeepCore offline from stored labels on the core points, under many score and threshold rules.
 
 Usage:
-  .venv/bin/python benchmarks/deepcore_rescore.py collect -s digits-mlp --seeds 67,68 -m deepcore -m SPEC -o L.json
+  .venv/bin/python benchmarks/deepcore_rescore.py collect -s digits-mlp --seeds 67,68 -m deepcore -m SPEC -o L.json \
+      [--calibration-reps 4]
   .venv/bin/python benchmarks/deepcore_rescore.py rules L.json [M.json ...] [--prune-calibration 0.75,0.85:0.9]
   .venv/bin/python benchmarks/deepcore_rescore.py natural -s digits-mlp --seeds 91,92 --reports DIR
 
@@ -13,6 +14,8 @@ issue 7's bar (MIR <= 0.05 and no same-architecture false match) under each rule
 calibration`` row is the harness's rule; it gave the harness's numbers on digits-mlp 67-82 (README, "Stop 21").
 Zoos come from ``FP_REGISTRY_CACHE`` as with ``fpreg evaluate``. A spec ending in ``@K`` is drawn with fingerprint
 seed = zoo seed + 1000003 K: an independent draw of the same recipe, averaged with its siblings by ``rules``.
+``--calibration-reps K`` builds K more train replicas (lineages the fingerprint never saw) and stores their labels as
+split ``extra``; ``rules`` then adds threshold rows with them in the calibration split.
 """
 from __future__ import annotations
 
@@ -38,8 +41,9 @@ def _labels(model: Any, x: Any, n_classes: int) -> list[int]:
     return Suspect(model).labels(x, n_classes).tolist()
 
 
-def owner_and_zoo(scenario: str, seed: int) -> tuple[Any, Any, dict[str, Any]]:
-    """The scenario's owner for ``seed`` and its zoo with three train replicas, as ``fpreg evaluate`` builds them."""
+def owner_and_zoo(scenario: str, seed: int, extra_reps: int = 0) -> tuple[Any, Any, dict[str, Any]]:
+    """The scenario's owner for ``seed`` and its zoo with three train replicas, as ``fpreg evaluate`` builds them,
+    plus ``extra_reps`` more train replicas (fresh seeds; the first three and both held-out splits are unchanged)."""
     from fp_registry.evaluation.harness import make_owner
     from fp_registry.scenarios import get_scenario, owner_inputs, train_owner
     from fp_registry.zoo.builder import build_zoo
@@ -47,20 +51,24 @@ def owner_and_zoo(scenario: str, seed: int) -> tuple[Any, Any, dict[str, Any]]:
     kw = owner_inputs(scenario)
     owner = make_owner(train_owner(scenario, seed), "classification", kw["data"], kw["labels"], kw.get("input_shape"))
     zoo = build_zoo(owner, seed=seed, progress=False, name=scenario, alt_data=get_scenario(scenario).load_data().other,
-                    train_reps=3)
+                    train_reps=3 + extra_reps)
     return owner, zoo, {k: v for k, v in kw.items() if k in ("task", "data", "labels", "input_shape")}
 
 
 def collect_zoo(scenario: str, seed: int, specs: list[str], lookalikes: int,
-                ratios: tuple[float, ...]) -> dict[str, Any]:
-    """One zoo: per spec, the owner's, calibration, test, look-alike and pruned-owner labels on the core points."""
+                ratios: tuple[float, ...], calibration_reps: int = 0) -> dict[str, Any]:
+    """One zoo: per spec, the owner's, calibration, test, look-alike and pruned-owner labels on the core points.
+
+    ``calibration_reps`` more train replicas are built and stored as split ``"extra"``: lineages the fingerprint never
+    saw, which ``rules`` can add to the calibration split.
+    """
     from fp_registry.algorithms.deepcore import SELECTION_SEED_OFFSET, homologous_references
     from fp_registry.algorithms.deepcore_ensemble import label_fidelity, owner_variants
     from fp_registry.evaluation.harness import parse_method_spec
     from fp_registry.fingerprints import fingerprint
     from fp_registry.methods import get_method_class
 
-    owner, zoo, owner_kw = owner_and_zoo(scenario, seed)
+    owner, zoo, owner_kw = owner_and_zoo(scenario, seed, calibration_reps)
     model = owner.module
     pruned = dict(zip(ratios, owner_variants(model, ratios)))
     fidelity = dict(zip(ratios, label_fidelity(owner, list(pruned.values()))))
@@ -71,13 +79,16 @@ def collect_zoo(scenario: str, seed: int, specs: list[str], lookalikes: int,
     for spec in specs:
         base, _, draw = spec.partition("@")
         name, settings = parse_method_spec(base)
-        split_zoo = zoo.replicas(get_method_class(name).zoo_train_reps)  # as evaluate_method
+        reps = get_method_class(name).zoo_train_reps
+        split_zoo = zoo.replicas(reps)  # as evaluate_method
         fp = fingerprint(model, method=name, zoo=split_zoo, seed=seed + DRAW_STRIDE * int(draw or 0), progress=False,
                          **owner_kw, **settings)
         x, n = fp.tensors["core"]["x"], fp.spec["output_dim"]
-        rows = [{"split": z.split, "name": z.name, "family": z.family, "derived": z.derived,
-                 "labels": _labels(z.model, x, n), "score": fp.verify(z.model).score}
-                for z in split_zoo.members if z.split in ("calibration", "test")]
+        held_out = [z for z in split_zoo.members if z.split in ("calibration", "test")]
+        unseen = [z for z in zoo.members if z.split == "train" and z.replica >= reps]
+        rows = [{"split": "extra" if z.split == "train" else z.split, "name": z.name, "family": z.family,
+                 "derived": z.derived, "labels": _labels(z.model, x, n), "score": fp.verify(z.model).score}
+                for z in held_out + unseen]
         out[spec] = {"threshold": fp.threshold, "owner": fp.tensors["core"]["labels"].tolist(), "rows": rows,
                      "lookalikes": [_labels(m, x, n) for m in extra],
                      "prunings": {str(r): {"fidelity": fidelity[r], "labels": _labels(m, x, n)}
@@ -166,19 +177,25 @@ def zoo_outcomes(per_seed: dict[str, Any], prune_cal: tuple[tuple[float, ...], f
             split = {key: [score[n] for n, r in meta.items() if test(r)] for key, test in (
                 ("cal_neg", lambda r: r["split"] == "calibration" and not r["derived"]),
                 ("cal_pos", lambda r: r["split"] == "calibration" and r["derived"]),
+                ("extra_neg", lambda r: r["split"] == "extra" and not r["derived"]),
+                ("extra_pos", lambda r: r["split"] == "extra" and r["derived"]),
                 ("test_neg", lambda r: r["split"] == "test" and not r["derived"] and r["family"] in SAME_ARCH),
                 ("test_pos", lambda r: r["split"] == "test" and r["derived"]))}
             orc = oracle(split["test_neg"], split["test_pos"])
-            extra_pos: dict[str, list[float]] = {"calibration": [], "calibration, skip 1": []}
+            added: dict[str, tuple[list[float], list[float]]] = {"calibration": ([], []),
+                                                                 "calibration, skip 1": ([], [])}
+            if split["extra_neg"]:  # collected with --calibration-reps
+                added["calibration + extra replicas' independents"] = (split["extra_neg"], [])
+                added["calibration + extra replicas"] = (split["extra_neg"], split["extra_pos"])
             if prune_cal and rule == "kappa" and len(entries) == 1:
-                extra_pos[f"calibration + owner prunings {prune_cal[0]} (fidelity >= {prune_cal[1]})"] = \
-                    _pruning_scores(entries[0], per_draw[0][rule], *prune_cal)
+                added[f"calibration + owner prunings {prune_cal[0]} (fidelity >= {prune_cal[1]})"] = \
+                    ([], _pruning_scores(entries[0], per_draw[0][rule], *prune_cal))
             if upper_ratio is not None and rule == "kappa" and len(entries) == 1:
-                extra_pos[f"UPPER BOUND, not allowed: + owner pruning {upper_ratio}"] = \
-                    _pruning_scores(entries[0], per_draw[0][rule], (upper_ratio,), 0.0)
-            for name, pos in extra_pos.items():
-                met, fir, mir = bar(split["cal_neg"], split["cal_pos"] + pos, split["test_neg"], split["test_pos"],
-                                    skip=1 if name.endswith("skip 1") else 0)
+                added[f"UPPER BOUND, not allowed: + owner pruning {upper_ratio}"] = \
+                    ([], _pruning_scores(entries[0], per_draw[0][rule], (upper_ratio,), 0.0))
+            for name, (neg, pos) in added.items():
+                met, fir, mir = bar(split["cal_neg"] + neg, split["cal_pos"] + pos, split["test_neg"],
+                                    split["test_pos"], skip=1 if name.endswith("skip 1") else 0)
                 out[(label, rule, name)] = (met, fir, mir, orc)
     return out
 
@@ -249,6 +266,8 @@ def main() -> None:
     c.add_argument("-o", "--out", required=True)
     c.add_argument("--lookalikes", type=int, default=8)
     c.add_argument("--ratios", default="0.7,0.75,0.8,0.85,0.9", help="the owner's pruning ratios to store")
+    c.add_argument("--calibration-reps", type=int, default=0,
+                   help="train replicas built beyond the method's, stored for extra calibration (rules)")
     r = sub.add_parser("rules")
     r.add_argument("paths", nargs="+")
     r.add_argument("--prune-calibration", help="RATIOS:MIN_FIDELITY, e.g. 0.75,0.85:0.9")
@@ -263,7 +282,7 @@ def main() -> None:
         out, ratios = Path(a.out), tuple(float(v) for v in a.ratios.split(","))
         done = json.loads(out.read_text()) if out.exists() else {}
         for seed in (int(v) for v in a.seeds.split(",")):
-            done[str(seed)] = collect_zoo(a.scenario, seed, a.method, a.lookalikes, ratios)
+            done[str(seed)] = collect_zoo(a.scenario, seed, a.method, a.lookalikes, ratios, a.calibration_reps)
             write_atomic(out, done)  # one zoo at a time, so a killed run keeps what it finished
             print(f"zoo {seed} done", flush=True)
     elif a.cmd == "rules":

@@ -62,3 +62,17 @@ def test_zoo_outcomes_average_draws_and_add_owner_prunings_only_when_asked(rs: A
     # only the 0.75 pruning passes the fidelity filter, and the averaged row has no pruning rule
     assert ("deepcore", "kappa", "calibration + owner prunings (0.75, 0.95) (fidelity >= 0.9)") in out
     assert not any(k[0].endswith("draws)") and "prunings" in k[2] for k in out)
+
+
+def test_extra_replicas_join_calibration_only_in_their_own_rows(rs: Any) -> None:
+    owner = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+    copy, other = owner[:9] + [0], [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]
+    entry = _entry(owner, copy, other)
+    assert not any("extra" in k[2] for k in rs.zoo_outcomes({"deepcore": entry}, None, None))  # none collected
+    # an unseen look-alike lineage that agrees with the owner everywhere: as a calibration negative it lifts tau
+    # above every copy, so the bar fails on misses in its rows only
+    entry["rows"] += [{"split": "extra", "name": "extra-other", "family": "homologous", "derived": False,
+                       "labels": owner}]
+    out = rs.zoo_outcomes({"deepcore": entry}, None, None)
+    assert out[("deepcore", "kappa", "calibration")] == (True, False, False, True)
+    assert out[("deepcore", "kappa", "calibration + extra replicas' independents")] == (False, False, True, True)
