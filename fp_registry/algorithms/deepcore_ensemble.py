@@ -135,8 +135,8 @@ def heavy_prunings(owner: Any, model: nn.Module | None = None) -> list[nn.Module
 
     Why: the zoo's train and calibration splits prune at most 75 %, and the copies core points lose most often are
     pruned harder (README, DeepCore "Stop 21"). The owner can make such copies itself, without data or training,
-    and optimise the points so that they keep them; ``prunings="both"`` also prunes the look-alikes, so that their
-    heavy prunings are pushed off the points as they are.
+    and optimise the points so that they keep them. ``prunings="both"`` prunes the look-alikes the same way, so that
+    the points push heavily pruned look-alikes away as well.
     """
     model = owner.module if model is None else model
     pruned = owner_variants(model, HEAVY_RATIOS)
