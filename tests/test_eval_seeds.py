@@ -65,6 +65,23 @@ def test_cli_evaluates_two_seeds_into_reports_and_a_summary(tmp_path, capsys: py
     assert (out / "summary.md").read_text().startswith("# digits-mlp: 2 zoo seeds (3, 4)")
 
 
+def test_cli_calibration_reps_move_fresh_train_lineages_to_calibration(tmp_path, capsys: pytest.CaptureFixture) -> None:
+    from fp_registry.cli import run
+
+    args = ["evaluate", "-s", "digits-mlp", "-m", "ipguard:n_queries=20:steps=20", "--size", "2", "-q", "--json"]
+    assert run(args + ["-o", str(tmp_path / "plain")]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert run(args + ["--calibration-reps", "1", "-o", str(tmp_path / "more")]) == 0
+    more = json.loads(capsys.readouterr().out)
+    assert more["calibration_reps"] == 1 and plain["calibration_reps"] == 0
+    assert more["zoo"]["train"] == plain["zoo"]["train"] and more["zoo"]["test"] == plain["zoo"]["test"]
+    for side in ("positives", "negatives"):  # a train replica's models join calibration
+        assert more["zoo"]["calibration"][side] == plain["zoo"]["calibration"][side] + plain["zoo"]["train"][side]
+    tested = lambda r: [s["name"] for s in r["methods"][0]["suspects"]]  # noqa: E731
+    assert tested(more) == tested(plain)  # the test split is untouched
+    assert "train-recipe replicas in calibration" in (tmp_path / "more" / "report.md").read_text()
+
+
 def test_a_shared_zoo_gets_the_train_replicas_its_most_demanding_method_asks_for() -> None:
     from fp_registry.evaluation.harness import default_train_reps
 

@@ -186,3 +186,8 @@ def test_train_replicas_are_new_models_with_unique_names(setup, tmp_path, monkey
     assert [m.name for m in two.replicas(1).members] == [m.name for m in one.members]  # what a 1-replica method sees
     cut, whole = two.split("train").replicas(1), one.split("train")  # the same cut on one split (token DeepCore's)
     assert [m.name for m in cut.positives + cut.negatives] == [m.name for m in whole.positives + whole.negatives]
+    moved = two.calibrate_on_replicas(1)  # fpreg evaluate --calibration-reps 1: replica 1 only sets thresholds
+    assert [m.split for m in moved.members] == ["train", "train", "calibration", "calibration"]
+    assert [m.name for m in moved.replicas(1).members] == [m.name for m in two.members]  # kept for 1-replica methods
+    assert [m.name for m in moved.split("train").negatives] == [m.name for m in one.split("train").negatives]
+    assert two.calibrate_on_replicas(2).members == two.members

@@ -23,6 +23,9 @@ from fp_registry import hookimpl
 @click.option("--train-reps", default=None, type=click.IntRange(min=1),
               help="Build the train split this many times with fresh seeds (more models for MetaV to learn from); "
               "default: what the methods ask for.")
+@click.option("--calibration-reps", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Build this many more replicas of the train recipes (fresh seeds) and use them only to set "
+              "thresholds (calibration split).")
 @click.option("--whitebox", is_flag=True, help="Also report METHOD+whitebox: the black-box score fused with CKA and "
               "weight-Gram evidence (needs the weights of the suspects, as a Hub scan has them).")
 @click.option("--seed", default=0, show_default=True)
@@ -31,8 +34,8 @@ from fp_registry import hookimpl
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def evaluate(scenario: str | None, methods: str, out: str, model: str | None, data: str | None, task: str,
-             holdout: str, size: int, train_reps: int | None, whitebox: bool, seed: int, seeds: str,
-             as_json: bool, quiet: bool) -> None:
+             holdout: str, size: int, train_reps: int | None, calibration_reps: int, whitebox: bool, seed: int,
+             seeds: str, as_json: bool, quiet: bool) -> None:
     """Evaluate METHODS on a scenario's (or your model's) zoo; metrics are measured on the test split only."""
     import json
 
@@ -46,7 +49,7 @@ def evaluate(scenario: str | None, methods: str, out: str, model: str | None, da
     names = [m.strip() for m in methods.split(",") if m.strip()]
     options: dict[str, Any] = {"holdout_families": tuple(h.strip() for h in holdout.split(",") if h.strip()),
                                "sizes": {s: size for s in ("train", "calibration", "test")} if size else None,
-                               "train_reps": train_reps, "whitebox": whitebox}
+                               "train_reps": train_reps, "whitebox": whitebox, "calibration_reps": calibration_reps}
     if seeds:
         if seed != 0:
             raise UsageError("--seed and --seeds were both given",

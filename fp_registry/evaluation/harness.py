@@ -166,11 +166,14 @@ def _result(method: str, tau: float, fp_seconds: float, peak: float, rows: list[
 def evaluate_owner(model: nn.Module, owner_kwargs: dict[str, Any], methods: list[str], out_dir: str | Path | None,
                    *, name: str = "owner", seed: int = 0, alt_data: Any = None, progress: bool = True,
                    sizes: dict[str, Any] | None = None, holdout_families: tuple[str, ...] = (),
-                   train_reps: int | None = None, whitebox: bool = False) -> dict[str, Any]:
+                   train_reps: int | None = None, whitebox: bool = False,
+                   calibration_reps: int = 0) -> dict[str, Any]:
     """Build the zoo of ``model`` once, evaluate every method, write report.json / report.md / plots.
 
     ``train_reps`` builds the train split that many times (fresh seeds), for methods that learn from it (MetaV);
     by default, as many as the most demanding method would build for itself (its ``zoo_train_reps``).
+    ``calibration_reps`` builds that many more replicas of the train recipes and moves them to the calibration
+    split (:meth:`~fp_registry.zoo.spec.Zoo.calibrate_on_replicas`): more lineages for thresholds only.
     ``whitebox`` adds a ``METHOD+whitebox`` row (fused score) after each method whose owner has weights.
     """
     from ..zoo.builder import build_zoo, make_context, utility
@@ -181,7 +184,8 @@ def evaluate_owner(model: nn.Module, owner_kwargs: dict[str, Any], methods: list
     reps = default_train_reps(methods) if train_reps is None else train_reps
     start = time.perf_counter()
     zoo = build_zoo(owner, seed=seed, progress=progress, sizes=sizes, holdout_families=holdout_families,
-                    name=name, alt_data=alt_data, train_reps=reps)
+                    name=name, alt_data=alt_data, train_reps=reps + calibration_reps)
+    zoo = zoo.calibrate_on_replicas(reps)
     zoo_seconds = time.perf_counter() - start
     results = []
     for m in methods:
@@ -191,7 +195,8 @@ def evaluate_owner(model: nn.Module, owner_kwargs: dict[str, Any], methods: list
               "owner_utility": utility(model, make_context(owner, alt_data)),
               "zoo": {s: {"positives": len(zoo.split(s).positives), "negatives": len(zoo.split(s).negatives)}
                       for s in ("train", "calibration", "test")},
-              "holdout_families": list(holdout_families), "train_reps": reps, "methods": results}
+              "holdout_families": list(holdout_families), "train_reps": reps, "calibration_reps": calibration_reps,
+              "methods": results}
     if out_dir is not None:
         from .report import write_report
 

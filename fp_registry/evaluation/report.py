@@ -75,6 +75,8 @@ def markdown(report: dict[str, Any]) -> str:
              f"Zoo (seed {report['seed']}, built in {report['zoo_seconds']:.0f} s): "
              + ", ".join(f"{s} {v['positives']}+/{v['negatives']}-" for s, v in z.items())
              + (f" (train split built {report['train_reps']} times)" if report.get("train_reps", 1) > 1 else "")
+             + (f" (+ {report['calibration_reps']} train-recipe replicas in calibration)"
+                if report.get("calibration_reps") else "")
              + ". Metrics on the test split only; thresholds come from the calibration split.", "",
              summary_table(report), ""]
     if report.get("holdout_families"):

@@ -1,7 +1,7 @@
 """Zoo records: attacks, lineage-named suspect models and the train / calibration / test splits."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from torch import nn
@@ -55,8 +55,18 @@ class Zoo:
     members: list[ZooModel]
 
     def replicas(self, n: int) -> "Zoo":
-        """The zoo as built with ``train_reps=n``: members of train replicas ``0 .. n-1`` only."""
-        return Zoo([m for m in self.members if m.replica < n])
+        """The zoo as built with ``train_reps=n``: the train split's replicas ``0 .. n-1`` only, other splits whole."""
+        return Zoo([m for m in self.members if m.split != "train" or m.replica < n])
+
+    def calibrate_on_replicas(self, first: int) -> "Zoo":
+        """Train replicas ``first`` and up moved to the calibration split (``fpreg evaluate --calibration-reps``).
+
+        Why: a threshold set on four homologous lineages often sits below the most owner-like of the test split's
+        four (README, DeepCore "Stop 22"). Replicas of the train recipes with fresh seeds are lineages no method
+        learns from; moved here they only add calibration models. The test split is untouched.
+        """
+        return Zoo([replace(m, split="calibration") if m.split == "train" and m.replica >= first else m
+                    for m in self.members])
 
     def split(self, name: str) -> ZooSplit:
         return ZooSplit([m for m in self.members if m.split == name and m.derived],
