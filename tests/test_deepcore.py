@@ -207,6 +207,20 @@ def test_token_deepcore_soft_similarity(bert: dict[str, Any]) -> None:
     assert tuned.score > unseen.score, (tuned.score, unseen.score)
 
 
+def test_core_points_never_carry_a_single_owner_label() -> None:
+    from fp_registry.algorithms.deepcore import chance_corrected, with_two_labels
+
+    labels = torch.tensor([7] * 30 + [1, 2, 7, 3] * 5)
+    ranking = torch.arange(50)  # the 30 best candidates are all class 7
+    keep = with_two_labels(ranking, labels, 20)
+    assert len(keep) == 20 and keep[:18].tolist() == list(range(18)) and keep[18:].tolist() == [30, 31]
+    own = labels[keep]
+    assert chance_corrected(1.0, own.clone(), own, 10) == pytest.approx(1.0)  # an exact copy scores 1 again
+    assert with_two_labels(torch.arange(50).flip(0), labels, 20).tolist() == list(range(49, 29, -1))  # mixed: as is
+    with pytest.raises(NotApplicableError, match="one label"):
+        with_two_labels(ranking, torch.full((50,), 4), 20)
+
+
 def test_kappa_removes_agreement_a_class_prior_explains() -> None:
     from fp_registry.algorithms.deepcore import chance_corrected
 

@@ -273,8 +273,8 @@ class DeepCore(Method):
             else list(pruned or [])
         neg = reference_probs(models, x, probs.shape[1])
         pos = reference_probs(copies, x, probs.shape[1])
-        keep = candidate_ranking(probs, neg, pos, 1.0 if pruned else 0.0,
-                                 worst=self.settings["homologous"] == "max")[:n]
+        ranking = candidate_ranking(probs, neg, pos, 1.0 if pruned else 0.0, worst=self.settings["homologous"] == "max")
+        keep = with_two_labels(ranking, probs.argmax(1), n)
         neg_sim = torch.stack([F.cosine_similarity(p, probs, dim=1) for p in neg]).mean(0)
         kind = "tolerated prunings of the owner" if pruned else "derived models"
         info = {"selected_by": f"{len(models)} {source}" + (f" + {len(copies)} {kind}" if copies else ""),
@@ -354,6 +354,22 @@ def candidate_ranking(own: torch.Tensor, neg: list[torch.Tensor], pos: list[torc
     if pos:
         score = score + agreement(pos).mean(0)
     return score.argsort(descending=True, stable=True)
+
+
+def with_two_labels(ranking: torch.Tensor, labels: torch.Tensor, n: int) -> torch.Tensor:
+    """The first ``n`` of ``ranking``; if the owner gives them all one label, its best tenth of other labels joins.
+
+    Why: on points of a single owner label, kappa is 0 for every suspect, the owner itself included (seen on one
+    digits-mlp zoo with ``prunings="both"``); agreement alone would then only measure that label's prior.
+    """
+    top = ranking[:n]
+    if n < 2 or labels[top].unique().numel() > 1:
+        return top
+    others = ranking[labels[ranking] != labels[top[0]]][:max(1, -(-n // 10))]
+    if not len(others):
+        raise NotApplicableError("deepcore: the owner gives one label to every candidate point",
+                                 "use seeds=data or more n_candidates, or another method")
+    return torch.cat([top[:n - len(others)], others])
 
 
 def chance_corrected(agreement: float, got: torch.Tensor, own: torch.Tensor, n_classes: int) -> float:
