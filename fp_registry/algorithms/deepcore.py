@@ -268,7 +268,8 @@ class DeepCore(Method):
         n = self.points()
         models, source = refs
         if not models:
-            return torch.arange(n), {"selected_by": "none (no reference homologous models)"}
+            return with_two_labels(torch.arange(len(x)), probs.argmax(1), n), \
+                {"selected_by": "none (no reference homologous models)"}
         copies = [z.model for z in getattr(zoo, "positives", None) or []] if self.settings["select"] == "contrast" \
             else list(pruned or [])
         neg = reference_probs(models, x, probs.shape[1])
