@@ -369,7 +369,8 @@ def with_two_labels(ranking: torch.Tensor, labels: torch.Tensor, n: int) -> torc
     others = ranking[labels[ranking] != labels[top[0]]][:max(1, -(-n // 10))]
     if not len(others):
         raise NotApplicableError("deepcore: the owner gives one label to every candidate point",
-                                 "use seeds=data or more n_candidates, or another method")
+                                 "fingerprint again with --set seeds=data (or a larger --set n_candidates=...), "
+                                 "or choose another method")
     return torch.cat([top[:n - len(others)], others])
 
 
