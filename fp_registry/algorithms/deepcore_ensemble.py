@@ -118,8 +118,14 @@ def tolerated_prunings(owner: Any, ratios: tuple[float, ...] = PROXY_RATIOS,
     """
     if owner.data is None:
         return owner_variants(owner.module, (0.5, 0.7))
-    pruned = owner_variants(owner.module, ratios)
-    return [m for m, f in zip(pruned, label_fidelity(owner, pruned)) if f >= fidelity]
+    return _prunings_that_work(owner, owner.module, ratios, fidelity)
+
+
+def _prunings_that_work(owner: Any, model: nn.Module, ratios: tuple[float, ...], fidelity: float) -> list[nn.Module]:
+    """``model`` magnitude-pruned at each of ``ratios``, kept where it gives ``model``'s label on ``fidelity`` of
+    the owner's data."""
+    pruned = owner_variants(model, ratios)
+    return [m for m, f in zip(pruned, label_fidelity(owner, pruned, model)) if f >= fidelity]
 
 
 #: owner prunings of ``prunings="heavy"``; 0.8 is left out because it is the zoo's test-split attack, which a
@@ -139,10 +145,9 @@ def heavy_prunings(owner: Any, model: nn.Module | None = None) -> list[nn.Module
     the points push heavily pruned look-alikes away as well.
     """
     model = owner.module if model is None else model
-    pruned = owner_variants(model, HEAVY_RATIOS)
     if owner.data is None:
-        return pruned
-    return [m for m, f in zip(pruned, label_fidelity(owner, pruned, model)) if f >= HEAVY_FIDELITY]
+        return owner_variants(model, HEAVY_RATIOS)
+    return _prunings_that_work(owner, model, HEAVY_RATIOS, HEAVY_FIDELITY)
 
 
 def label_fidelity(owner: Any, models: list[nn.Module], reference: nn.Module | None = None) -> list[float]:
