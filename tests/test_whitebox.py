@@ -73,6 +73,25 @@ def test_derivative_beats_independents_with_pvalues(models: dict[str, Any]) -> N
     assert held_out["weights"]["p_normal"] > 1e-3  # an unseen independent is not flagged by the weight null
 
 
+def test_independents_of_another_shape_stay_out_of_the_weight_null() -> None:
+    """An independent with no same-shape weights has no weight statistic: it must not widen the null (its
+    placeholder 0.0 once put an 80 %-pruned digits MLP only 3.6 spreads out), nor get a p-value as a suspect."""
+    torch.manual_seed(0)
+
+    def mlp(hidden: int) -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Linear(8, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 4))
+
+    owner, same, other, x = mlp(16), [mlp(16) for _ in range(5)], mlp(12), torch.randn(32, 8)
+    assert "reason" in W.weight_evidence(owner, other)  # no same-shape matrix: the statistic is undefined
+    nulls, clean = W.fit_nulls(owner, same + [other], x), W.fit_nulls(owner, same, x)
+    assert nulls["weights"].scores == clean["weights"].scores and len(nulls["weights"].scores) == 5
+    assert len(nulls["cka"].scores) == 6  # hidden states compare across widths: CKA keeps the other independent
+    ev = W.evidence(owner, other, x, nulls)
+    assert "p_normal" not in ev["weights"] and "p_normal" in ev["cka"]
+    copy_ = W.evidence(owner, copy.deepcopy(owner), x, nulls)
+    assert copy_["weights"]["p_normal"] < 1e-6  # a copy stays far out in the clean null
+
+
 def test_null_pvalues() -> None:
     null = W.Null([0.1, 0.2, 0.3, 0.4])
     assert null.empirical(0.35) == pytest.approx(2 / 5)
