@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from fp_registry.evaluation.harness import _result
 from fp_registry.evaluation.seeds import summarize, summary_markdown, write_summary
@@ -63,6 +64,9 @@ def test_cli_evaluates_two_seeds_into_reports_and_a_summary(tmp_path, capsys: py
     per_seed = json.loads((out / "seed-4" / "report.json").read_text())["methods"][0]["overall"]
     assert summary["methods"][0]["zoos"][1]["roc_auc"] == per_seed["roc_auc"]
     assert (out / "summary.md").read_text().startswith("# digits-mlp: 2 zoo seeds (3, 4)")
+    env = json.loads((out / "seed-3" / "report.json").read_text())["environment"]
+    assert env["torch_threads"] == torch.get_num_threads() and env["torch"] == torch.__version__
+    assert f"with {env['torch_threads']} thread(s)" in (out / "seed-3" / "report.md").read_text()
 
 
 def test_cli_calibration_reps_move_fresh_train_lineages_to_calibration(tmp_path, capsys: pytest.CaptureFixture) -> None:

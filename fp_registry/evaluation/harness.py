@@ -196,12 +196,24 @@ def evaluate_owner(model: nn.Module, owner_kwargs: dict[str, Any], methods: list
               "zoo": {s: {"positives": len(zoo.split(s).positives), "negatives": len(zoo.split(s).negatives)}
                       for s in ("train", "calibration", "test")},
               "holdout_families": list(holdout_families), "train_reps": reps, "calibration_reps": calibration_reps,
-              "methods": results}
+              "environment": environment(), "methods": results}
     if out_dir is not None:
         from .report import write_report
 
         write_report(report, Path(out_dir))
     return metrics.clean(report)
+
+
+def environment() -> dict[str, Any]:
+    """What a rerun needs besides the seeds to rebuild the same zoo: trained weights also depend on torch's version
+    and thread count (CPU kernels split float sums by thread; the text-gpt owner of seed 0 trained with 1 and with
+    2 threads differs by up to 0.005 per weight, and so does every model derived from it)."""
+    import platform
+
+    from .. import __version__
+
+    return {"fp_registry": __version__, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version()}
 
 
 def default_train_reps(methods: list[str]) -> int:

@@ -79,6 +79,10 @@ def markdown(report: dict[str, Any]) -> str:
                 if report.get("calibration_reps") else "")
              + ". Metrics on the test split only; thresholds come from the calibration split.", "",
              summary_table(report), ""]
+    env = report.get("environment")
+    if env:  # zoos are reproducible bit for bit only with the same torch version and thread count
+        parts.insert(3, f"Environment: fp_registry {env['fp_registry']}, torch {env['torch']} with "
+                        f"{env['torch_threads']} thread(s), Python {env['python']}.")
     if report.get("holdout_families"):
         parts.insert(3, f"Held-out families (test only): {', '.join(report['holdout_families'])}.")
     for r in report["methods"]:
