@@ -64,7 +64,10 @@ def test_cli_evaluates_two_seeds_into_reports_and_a_summary(tmp_path, capsys: py
     per_seed = json.loads((out / "seed-4" / "report.json").read_text())["methods"][0]["overall"]
     assert summary["methods"][0]["zoos"][1]["roc_auc"] == per_seed["roc_auc"]
     assert (out / "summary.md").read_text().startswith("# digits-mlp: 2 zoo seeds (3, 4)")
-    env = json.loads((out / "seed-3" / "report.json").read_text())["environment"]
+    report = json.loads((out / "seed-3" / "report.json").read_text())
+    cal, sizes = report["methods"][0]["calibration"], report["zoo"]["calibration"]  # the scores behind the threshold
+    assert (len(cal["negative_scores"]), len(cal["positive_scores"])) == (sizes["negatives"], sizes["positives"])
+    env = report["environment"]
     assert env["torch_threads"] == torch.get_num_threads() and env["torch"] == torch.__version__
     assert f"with {env['torch_threads']} thread(s)" in (out / "seed-3" / "report.md").read_text()
 

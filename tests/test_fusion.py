@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from fp_registry.calibration import calibrate
 from fp_registry.fusion import SD_FLOOR, WHITEBOX_GATE, fused_score, spread_units
 
 
@@ -50,4 +51,7 @@ def test_evaluate_adds_a_fused_row_calibrated_on_the_same_split(tmp_path, capsys
     kept = [r["score"] for r in fused["suspects"] if r["derived"] and r["family"] in ("finetune", "noise", "prune")]
     indep = [r["score"] for r in fused["suspects"] if not r["derived"]]
     assert kept and indep and min(kept) > max(indep)  # copies that keep the weights stand far above independents
+    cal = fused["calibration"]  # the fused scores of the calibration split, which set the fused threshold
+    assert calibrate(cal["negative_scores"], cal["positive_scores"]).threshold == pytest.approx(fused["threshold"])
+    assert len(cal["negative_scores"]) == len(plain["calibration"]["negative_scores"])
     assert "+whitebox" in (tmp_path / "report.md").read_text()

@@ -111,12 +111,22 @@ def evaluate_method(owner_model: nn.Module, owner_kwargs: dict[str, Any], method
         return {"method": method, "status": "not applicable", "reason": str(exc)}
     fp_seconds = time.perf_counter() - start
     rows = score_split(fp, zoo, "test")
-    result = _result(method, fp.threshold, fp_seconds, peak_rss_mb(), rows)
+    result = _result(method, fp.threshold, fp_seconds, peak_rss_mb(), rows, _calibration_scores(fp.calibration))
     fused = fused_rows(fp, owner_model, zoo, rows) if whitebox else None
     if fused is not None:
-        tau = fp.meta["whitebox"]["fused"]["threshold"]
-        result["fused"] = _result(method + "+whitebox", tau, fp_seconds, peak_rss_mb(), fused)
+        cal = fp.meta["whitebox"]["fused"]
+        result["fused"] = _result(method + "+whitebox", cal["threshold"], fp_seconds, peak_rss_mb(), fused,
+                                  _calibration_scores(cal))
     return result
+
+
+def _calibration_scores(cal: Any) -> dict[str, list[float]] | None:
+    """The calibration split's scores behind a row's threshold. Why in the report: a threshold rule can then be
+    studied (or a failure explained) from the report alone, without refitting the fingerprint."""
+    if cal is None:
+        return None
+    scores = cal if isinstance(cal, dict) else cal.to_dict()
+    return {key: [float(s) for s in scores[key]] for key in ("negative_scores", "positive_scores")}
 
 
 def parse_method_spec(spec: str) -> tuple[str, dict[str, Any]]:
@@ -148,7 +158,8 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def _result(method: str, tau: float, fp_seconds: float, peak: float, rows: list[dict[str, Any]]) -> dict[str, Any]:
+def _result(method: str, tau: float, fp_seconds: float, peak: float, rows: list[dict[str, Any]],
+            calibration: dict[str, list[float]] | None = None) -> dict[str, Any]:
     pos = [r["score"] for r in rows if r["derived"]]
     neg = [r["score"] for r in rows if not r["derived"]]
     same = [r["score"] for r in rows if not r["derived"] and r["family"] in SAME_ARCH_FAMILIES]
@@ -160,7 +171,7 @@ def _result(method: str, tau: float, fp_seconds: float, peak: float, rows: list[
             "queries": max((r["n_queries"] for r in rows), default=0), "fingerprint_seconds": fp_seconds,
             "verify_seconds": verify, "forward_seconds": forward,
             "verify_forward_ratio": verify / forward if forward > 0 else None,
-            "peak_rss_mb": peak, "suspects": rows}
+            "peak_rss_mb": peak, "calibration": calibration, "suspects": rows}
 
 
 def evaluate_owner(model: nn.Module, owner_kwargs: dict[str, Any], methods: list[str], out_dir: str | Path | None,
