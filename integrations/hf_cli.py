@@ -114,15 +114,22 @@ def scan_group() -> None:
 @click.option("--record/--no-record", default=True, show_default=True, help="write matches to the vault")
 @click.option("--whitebox/--no-whitebox", default=True, show_default=True,
               help="add CKA / weight-Gram evidence (p-values) when an entry carries a white-box reference")
+@click.option("--cluster", is_flag=True,
+              help="also sort the repos checked against each DeepCore entry into its owner's cluster or not")
+@click.option("--reference", "references", multiple=True, metavar="MODEL",
+              help="known independent model anchoring the non-owner cluster (with --cluster); repeatable")
 @click.option("--out", type=click.Path(dir_okay=False), help="write the JSON report here")
 @click.option("--json", "as_json", is_flag=True, help="print the JSON report instead of the table")
 def scan_hf_cmd(vault: str, search: str | None, author: str | None, filters: tuple[str, ...], limit: int,
                 state: str, workers: int, executor: str, allow_pickle: bool, record: bool, whitebox: bool,
-                out: str | None, as_json: bool) -> None:
-    """List Hub models, drop those no entry can fit, check the rest. Exit 0 nothing found, 1 match, 2 errors."""
+                cluster: bool, references: tuple[str, ...], out: str | None, as_json: bool) -> None:
+    """List Hub models, drop those no entry can fit, check the rest. Exit 0 nothing found, 1 match (or a repo in a
+    DeepCore owner's cluster), 2 errors."""
     from fp_registry.render import table
+    from fp_registry.suspect import Suspect
 
     from .hf_scan import COLUMNS, scan, table_rows
+    from .scan_clusters import cluster_lines
 
     def progress(row: dict[str, Any]) -> None:
         if not as_json:
@@ -130,11 +137,11 @@ def scan_hf_cmd(vault: str, search: str | None, author: str | None, filters: tup
 
     report = scan(vault_uri(vault), search=search, author=author, filters=filters, limit=limit, state=state,
                   workers=workers, executor=executor, allow_pickle=allow_pickle, record=record, whitebox=whitebox,
-                  on_result=progress)
+                  on_result=progress, cluster=cluster, references=[Suspect(r, allow_pickle=allow_pickle)
+                                                                   for r in references])
     data = report.to_dict()
     if out:
-        with open(out, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
+        _write_atomic(out, json.dumps(data, indent=1, sort_keys=True))
     if as_json:
         click.echo(json.dumps(data, indent=1, sort_keys=True))
     else:
@@ -142,4 +149,14 @@ def scan_hf_cmd(vault: str, search: str | None, author: str | None, filters: tup
         s = data["summary"]
         click.echo(f"{s['repos']} repos: {s['match']} match, {s['clean']} clean, {s['skipped']} skipped, "
                    f"{s['error']} error ({s['resumed']} resumed) in {s['seconds']:.1f}s")
+        for line in cluster_lines(data.get("clusters") or {}):
+            click.echo(line)
     sys.exit(report.exit_code())
+
+
+def _write_atomic(path: str, text: str) -> None:
+    """Write to a temporary file beside ``path``, then rename: a crash never leaves half a report."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)

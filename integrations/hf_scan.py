@@ -33,6 +33,7 @@ class ScanContext:
     allow_pickle: bool = False
     env: dict[str, str] = field(default_factory=dict)
     whitebox: bool = True  #: add CKA / weight-Gram evidence where the fingerprint carries a white-box reference
+    cluster: bool = False  #: keep each suspect's distance to DeepCore owners, for the batch clustering
 
     @property
     def entries_key(self) -> str:
@@ -160,11 +161,15 @@ def _verify(ctx: ScanContext, entry: Any, model: Any, suspect: str) -> dict[str,
     from fp_registry.records import Verdict
     from fp_registry.whitebox_checks import add_whitebox_evidence
 
+    from .scan_clusters import add_owner_distance
+
     try:
         fp = _fingerprint(ctx, entry)
         v = fp.verify(model)
         v = Verdict(**{**v.__dict__, "entry_id": entry.entry_id, "suspect": suspect})
         add_whitebox_evidence(v, fp, entry, model, {"whitebox": ctx.whitebox})  # the weights are downloaded anyway
+        if ctx.cluster:
+            add_owner_distance(v, fp, model, suspect)
     except ShapeMismatchError as exc:
         v = Verdict.skipped(exc.one_line(), entry.method, entry.entry_id, suspect)
     except FpRegistryError as exc:
@@ -210,9 +215,14 @@ class ScanReport:
     results: list[dict[str, Any]] = field(default_factory=list)
     resumed: int = 0
     seconds: float = 0.0
+    clusters: dict[str, dict[str, Any]] | None = None  #: per DeepCore entry, with ``cluster=True`` (scan_clusters)
 
     def summary(self) -> dict[str, Any]:
+        from .scan_clusters import in_owner_cluster
+
         counts = {s: sum(r["status"] == s for r in self.results) for s in ("match", "clean", "skipped", "error")}
+        if self.clusters is not None:
+            counts["in_owner_cluster"] = len(in_owner_cluster(self.clusters))
         stage = {k: sum(r["timings"].get(k, 0.0) for r in self.results if not r.get("resumed")) for k in
                  ("download", "load", "verify")}
         total = sum(stage.values()) or 1.0
@@ -223,19 +233,25 @@ class ScanReport:
                 "stage_seconds": {k: round(v, 3) for k, v in stage.items()}}
 
     def exit_code(self) -> int:
-        """0 nothing found, 1 a match, 2 errors (and no match)."""
+        """0 nothing found, 1 a match (or a repo in a DeepCore owner's cluster), 2 errors (and no match)."""
         s = self.summary()
-        return 1 if s["match"] else 2 if s["error"] else 0
+        return 1 if s["match"] or s.get("in_owner_cluster") else 2 if s["error"] else 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"vault": self.vault, "query": self.query, "summary": self.summary(), "results": self.results}
+        out = {"vault": self.vault, "query": self.query, "summary": self.summary(), "results": self.results}
+        return out if self.clusters is None else {**out, "clusters": self.clusters}
 
 
 def scan(vault: str, *, search: str | None = None, author: str | None = None, filters: Iterable[str] = (),
          limit: int | None = None, state: str | os.PathLike[str] | None = None, workers: int = 2,
          executor: str = "thread", allow_pickle: bool = False, record: bool = True, whitebox: bool = True,
-         on_result: Callable[[dict[str, Any]], None] | None = None) -> ScanReport:
-    """Run one scan; ``state`` makes it resumable, ``on_result`` sees each result as it finishes."""
+         on_result: Callable[[dict[str, Any]], None] | None = None, cluster: bool = False,
+         references: list[Any] = ()) -> ScanReport:
+    """Run one scan; ``state`` makes it resumable, ``on_result`` sees each result as it finishes.
+
+    ``cluster``: afterwards, sort the repos checked against each DeepCore entry into its owner's cluster or not
+    (:mod:`.scan_clusters`), with ``references`` (known independent models) anchoring the other cluster.
+    """
     from .hf_backend import HfVault, repo_of
 
     start = time.perf_counter()
@@ -245,7 +261,7 @@ def scan(vault: str, *, search: str | None = None, author: str | None = None, fi
     if not entries:
         report.results.append(asdict(RepoResult(vault, "", "error", "the vault holds no protected entry")))
         return report
-    ctx = ScanContext(vault, tuple(e.to_dict() for e in entries), allow_pickle, _forwarded_env(), whitebox)
+    ctx = ScanContext(vault, tuple(e.to_dict() for e in entries), allow_pickle, _forwarded_env(), whitebox, cluster)
     for entry in entries:  # fail early (and once) on a broken vault, before any repo is touched
         _fingerprint(ctx, entry)
     st, own = ScanState(state), {repo_of(e.model_uri) for e in entries}
@@ -258,6 +274,11 @@ def scan(vault: str, *, search: str | None = None, author: str | None = None, fi
             _record(backend, result, entries)
         if on_result:
             on_result(row)
+    if cluster:
+        from .scan_clusters import cluster_scan
+
+        fps = {e.entry_id: _fingerprint(ctx, e) for e in entries}
+        report.clusters = cluster_scan(entries, fps, report.results, references)
     report.seconds = time.perf_counter() - start
     return report
 

@@ -133,6 +133,44 @@ def test_cli_scan_and_check_exit_codes(world, tmp_path):
     assert generic.exit_code == 1, generic.output  # the same through the generic backend + loader hooks
 
 
+def test_scan_clusters_the_repos_of_a_deepcore_entry(world, tmp_path, digits_owner, digits_independent, digits):
+    """Issue 7: DeepCore's clustering where batches make sense. Workers keep each repo's distance to the owner, the
+    batch is clustered after the scan, resumed repos take part, and repos checked without --cluster are counted."""
+    import fp_registry as fpr
+    from fp_registry.cli import _load_plugin_commands, cli
+    from fp_registry.integrations.hf_backend import HfVault
+    from fp_registry.integrations.hf_scan import scan
+    from fp_registry.modelio import save_model
+    from fp_registry.suspect import Suspect
+
+    fp = fpr.fingerprint(digits_owner, method="deepcore", n_points=40, n_candidates=200, references=2,
+                         reference_epochs=4, negatives=digits_independent[:2], progress=False, **digits)
+    vault = "hf://acme/vault-deepcore"
+    HfVault(vault).put(fp, "hf://acme/owner@" + world.repos["acme/owner"].commits[0][0])
+    state, refs = tmp_path / "state.jsonl", [Suspect(m, f"ref{i}") for i, m in enumerate(digits_independent[:2])]
+    plain = scan(vault, search="digits", state=state, record=False)  # no --cluster: no distances kept
+    assert plain.clusters is None and "clusters" not in plain.to_dict()
+    report = scan(vault, search="digits", state=tmp_path / "fresh.jsonl", record=False, cluster=True,
+                  references=refs)
+    (c,) = report.clusters.values()
+    assert c["in_owner_cluster"] == {"pirate/digits-ft": True, "pirate/digits-pruned": True,
+                                     "other/digits-indep": False}
+    assert c["references_in_owner_cluster"] == 0 and c["without_distance"] == 0
+    assert report.summary()["in_owner_cluster"] == 2 and report.exit_code() == 1
+    resumed = scan(vault, search="digits", state=tmp_path / "fresh.jsonl", record=False, cluster=True,
+                   references=refs)
+    assert resumed.summary()["resumed"] == 3 and resumed.clusters == report.clusters  # from the stored distances
+    mixed = scan(vault, search="digits", state=state, record=False, cluster=True, references=refs)
+    assert next(iter(mixed.clusters.values()))["without_distance"] == 3  # checked before --cluster: left out
+    save_model(digits_independent[0], tmp_path / "ref0")
+    _load_plugin_commands()
+    res = CliRunner().invoke(cli, ["scan", "hf", "--vault", "acme/vault-deepcore", "--search", "digits", "--cluster",
+                                   "--reference", str(tmp_path / "ref0"), "--state", str(tmp_path / "cli.jsonl"),
+                                   "--no-record", "--json"])
+    assert res.exit_code == 1, res.output
+    assert json.loads(res.output)["summary"]["in_owner_cluster"] == 2
+
+
 def test_protect_repo_with_card_claim_then_check(world, digits_independent):
     from fp_registry.integrations.hf_cli import check_repo, protect_repo
 

@@ -68,30 +68,40 @@ def cluster_suspects(fp: Any, suspects: list[Any], references: list[Any] = ()) -
     homologous (independently trained) models that anchor the other cluster. Transductive: the answer depends
     on the batch, and with a single model besides the owner any split is trivial, so it is reported as degenerate.
     """
+    distances = owner_distances(fp, [*references, *suspects])
+    return cluster_distances({s.name: d for s, d in zip(suspects, distances[len(references):])},
+                             distances[:len(references)])
+
+
+def owner_distances(fp: Any, models: list[Any]) -> list[float]:
+    """Each model's embedding distance to the owner's: the one feature the clustering uses.
+
+    A scan computes it where the suspect is loaded and keeps only the number, so a batch can be clustered after
+    its models are gone (and across resumed runs).
+    """
     if fp.method != "deepcore":
         raise UsageError(f"clustering needs a deepcore fingerprint, not {fp.method!r}")
     owner = embed_probs(fp.tensors["core"]["probs"])
-    rows = [owner] + [embed(fp, m) for m in [*references, *suspects]]
-    points = torch.stack(rows)
-    names = [s.name for s in suspects]
-    if len(points) < 3:
-        dist = float(torch.dist(points[0], points[1]))
-        return ClusterResult({n: False for n in names}, {n: dist for n in names}, len(references), 0,
+    return [float(torch.dist(owner, embed(fp, m))) for m in models]
+
+
+def cluster_distances(suspects: dict[str, float], references: list[float] = ()) -> ClusterResult:
+    """2-means over the owner (distance 0), the references and the suspects, by distance to the owner."""
+    names, n_ref = list(suspects), len(references)
+    dists = [0.0, *references, *suspects.values()]
+    if len(dists) < 3:
+        return ClusterResult({n: False for n in names}, dict(suspects), n_ref, 0,
                              "degenerate: one model besides the owner cannot be clustered; add --reference models "
                              "or more suspects, or use the similarity score")
     # Why 2-means on the distance to the owner rather than on the raw embeddings (measured on digits-mlp):
     # independently trained models are far from the owner *and* from each other, so they form no compact
     # group and raw k-means may pull one into the owner's cluster; on this 1-D feature they do group together.
-    dist_col = torch.cdist(points[:1], points)[0]
-    assign = kmeans2(dist_col.reshape(-1, 1))
+    assign = kmeans2(torch.tensor(dists, dtype=torch.float32).reshape(-1, 1))
     inside = (assign == assign[0]).tolist()
-    n_ref = len(references)
-    dists = dist_col.tolist()
     note = ""
     if len(suspects) == 1:
         note = "one suspect: its cluster is decided by the references alone (weak evidence)"
     if all(inside[1:]):
         note = "every model fell in the owner's cluster: the batch has no separable homologous group"
-    return ClusterResult({n: bool(inside[1 + n_ref + i]) for i, n in enumerate(names)},
-                         {n: float(dists[1 + n_ref + i]) for i, n in enumerate(names)}, n_ref,
+    return ClusterResult({n: bool(inside[1 + n_ref + i]) for i, n in enumerate(names)}, dict(suspects), n_ref,
                          int(sum(inside[1:1 + n_ref])), note)
