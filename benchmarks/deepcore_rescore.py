@@ -11,7 +11,8 @@ decided by where tau falls among some 40 models per zoo. ``collect`` fingerprint
 (same seeds, same train replicas) and stores every calibration and test model's labels on the core points, with
 those of ``--lookalikes`` models trained here and of the owner's own magnitude prunings. ``rules`` then recomputes
 issue 7's bar (MIR <= 0.05 and no same-architecture false match) under each rule in seconds. Its ``kappa /
-calibration`` row is the harness's rule; it gave the harness's numbers on digits-mlp 67-82 (README, "Stop 21").
+calibration`` row is the harness's rule; it gave the harness's numbers on digits-mlp 67-82
+(benchmarks/results/deepcore.md, "Stop 21").
 Zoos come from ``FP_REGISTRY_CACHE`` as with ``fpreg evaluate``. A spec ending in ``@K`` is drawn with fingerprint
 seed = zoo seed + 1000003 K: an independent draw of the same recipe, averaged with its siblings by ``rules``.
 ``--calibration-reps K`` builds K more train replicas (lineages the fingerprint never saw) and stores their labels as

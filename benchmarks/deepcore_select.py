@@ -45,7 +45,7 @@ def candidates(owner: Any, eps: float, n: int, seed: int) -> tuple[torch.Tensor,
     from fp_registry.algorithms.deepcore import DeepCore
     from fp_registry.algorithms.textprobe import other_class
 
-    dc = DeepCore(eps=eps, n_candidates=n, steps=30)  # the owner-only recipe these scripts compare (README)
+    dc = DeepCore(eps=eps, n_candidates=n, steps=30)  # the owner-only recipe (results/deepcore.md)
     gen = torch.Generator().manual_seed(seed)
     x0 = dc._seeds(owner, gen, n)
     with torch.no_grad():

@@ -21,7 +21,8 @@ from .calibration import Calibration, calibrate
 SD_FLOOR = 1e-3  # a null whose members all tie (e.g. every kappa clipped at 0) must not turn noise into evidence
 STATISTICS = ("cka", "weights")  # white-box statistics, correlations: compared after Fisher's z (atanh)
 # spreads. Set when independents stayed within 1.35 of their null on text-gpt 0-2, but under the null that d8ace57
-# corrected (placeholders widened it); with the corrected null one independent reached 5.1 (README, "Stop 24")
+# corrected (placeholders widened it); with the corrected null one independent reached 5.1
+# (benchmarks/results/deepcore.md, "Stop 24")
 WHITEBOX_GATE = 5.0
 
 

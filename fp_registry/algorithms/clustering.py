@@ -36,7 +36,7 @@ def embed_probs(probs: torch.Tensor) -> torch.Tensor:
 
     Why unit rows: Euclidean distance then equals the soft similarity's per-point cosine distance, and no single
     point dominates. Why probabilities rather than centred log-probabilities (measured on the digits-mlp and
-    digits-cnn test splits, README DeepCore section): on the selected core points the log space puts pruned and
+    digits-cnn test splits, benchmarks/results/deepcore.md): on the selected core points the log space puts pruned and
     extracted copies as far from the owner as homologous models.
     """
     return F.normalize(probs, dim=1).reshape(-1)

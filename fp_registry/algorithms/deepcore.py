@@ -55,18 +55,19 @@ class DeepCore(Method):
     - Similarity C (``similarity="kappa"``): Cohen's kappa of the suspect's and the owner's labels (label agreement
       minus what the two label frequencies explain), clipped at 0. ``"auto"`` (default) is kappa for float owners
       and label agreement for token owners, resolved when the fingerprint is built.
-    - Settings measured on fresh zoos and not adopted (README, "Stop 20"): ``select_with="trained"`` selects
-      with ``references`` look-alikes trained here instead of the optimised-against train split, and
-      ``domain="feature"`` keeps points inside each input feature's data range instead of the overall range;
-      ``select="pruned"`` ranks candidates by the owner's tolerated prunings against the look-alikes, and
-      ``skip_positives=1`` centres the threshold on the gap to the second-weakest calibration copy.
+    - Settings measured on fresh zoos and not adopted (benchmarks/results/deepcore.md, "Stop 20"):
+      ``select_with="trained"`` selects with ``references`` look-alikes trained here instead of the
+      optimised-against train split, and ``domain="feature"`` keeps points inside each input feature's data range
+      instead of the overall range; ``select="pruned"`` ranks candidates by the owner's tolerated prunings against
+      the look-alikes, and ``skip_positives=1`` centres the threshold on the gap to the second-weakest calibration
+      copy.
     - ``prunings="heavy"`` (our addition; measured on fresh zoos in stop 22 and not adopted): the owner's own
       magnitude prunings at 70-90 % that still give its label on 70 % of its data join the ensemble optimisation's
       derived side, every step (:func:`~fp_registry.algorithms.deepcore_ensemble.heavy_prunings`). The zoo's train
       split prunes at most 75 %, and the copies core points lose most often are pruned harder. It cut the fresh
       digits-mlp zoos missing ``prune(0.8)`` from 15 to 3 of 60, but heavily pruned look-alikes then matched more
       often. ``prunings="both"`` also adds the heavy prunings of the train split's look-alike roots to the
-      homologous side (development zoos only, README "Stop 22").
+      homologous side (development zoos only, benchmarks/results/deepcore.md "Stop 22").
     - Token-id owners (``input_kind="int64"``): candidates come from TextProbe's greedy substitution search
       (:mod:`fp_registry.algorithms.deepcore_tokens`, ``token_candidates`` of them), then the same selection,
       similarities and clustering. Ids are never cast to float.
@@ -80,7 +81,7 @@ class DeepCore(Method):
     zoos, then checked once by a rule written before the run on 12 fresh scenario-zoos: issue 7's bar held on 7 of
     12 against 4 of 12 for the previous owner-only recipe (``optimise="owner", eps=0.05, steps=30,
     similarity="label"``, still reachable as settings). Token owners keep 100 of 400 candidates, 30 search rounds
-    (``token_steps``) and label agreement. README, "DeepCore: ensemble-optimised core points", has the numbers.
+    (``token_steps``) and label agreement. benchmarks/results/deepcore.md has the numbers.
     Deviation from the paper's premise, measured there: the kept points are NOT far from the boundary (with
     ``eps=0.02`` or ``0.05`` few or none reach ``gamma``; the owner's mean top-1 probability on them is ~0.6-0.8),
     and pushing them to higher confidence (``target="own"`` with larger ``eps``) separated copies from homologous
@@ -221,8 +222,8 @@ class DeepCore(Method):
 
         Why per feature: a pixel that is constant in the owner's data (a digit's border) never reaches training,
         so noise there reads whatever initial weights a model happens to have; and a suspect's API could refuse
-        queries that no real input looks like. Measured on development zoos (README): fewer homologous models
-        near the threshold, not more pruning-robust points.
+        queries that no real input looks like. Measured on development zoos (benchmarks/results/deepcore.md): fewer
+        homologous models near the threshold, not more pruning-robust points.
         """
         if self.settings["domain"] == "feature" and owner.data is not None:
             x = owner.data.reshape(len(owner.data), *owner.input_shape)

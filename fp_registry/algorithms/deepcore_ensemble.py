@@ -20,7 +20,7 @@ def owner_variants(owner_model: nn.Module, ratios: tuple[float, ...] = OWNER_PRU
     """Magnitude-pruned copies of the owner: the derived references of the no-zoo path (MLflow / Hub protect).
 
     Why pruning: it is the one derivation the owner can make without data or training, and heavily pruned copies
-    are the ones plain owner-confidence points miss (README, DeepCore held-out tables).
+    are the ones plain owner-confidence points miss (benchmarks/results/deepcore.md, held-out tables).
     """
     from fp_registry.zoo.attacks import prune
 
@@ -140,9 +140,9 @@ def heavy_prunings(owner: Any, model: nn.Module | None = None) -> list[nn.Module
     ``model``'s own label on :data:`HEAVY_FIDELITY` of the owner's data. Without data every ratio is kept.
 
     Why: the zoo's train and calibration splits prune at most 75 %, and the copies core points lose most often are
-    pruned harder (README, DeepCore "Stop 21"). The owner can make such copies itself, without data or training,
-    and optimise the points so that they keep them. ``prunings="both"`` prunes the look-alikes the same way, so that
-    the points push heavily pruned look-alikes away as well.
+    pruned harder (benchmarks/results/deepcore.md, "Stop 21"). The owner can make such copies itself, without data
+    or training, and optimise the points so that they keep them. ``prunings="both"`` prunes the look-alikes the same
+    way, so that the points push heavily pruned look-alikes away as well.
     """
     model = owner.module if model is None else model
     if owner.data is None:

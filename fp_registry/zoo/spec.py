@@ -62,8 +62,8 @@ class Zoo:
         """Train replicas ``first`` and up moved to the calibration split (``fpreg evaluate --calibration-reps``).
 
         Why: a threshold set on four homologous lineages often sits below the most owner-like of the test split's
-        four (README, DeepCore "Stop 22"). Replicas of the train recipes with fresh seeds are lineages no method
-        learns from; moved here they only add calibration models. The test split is untouched.
+        four (benchmarks/results/deepcore.md, "Stop 22"). Replicas of the train recipes with fresh seeds are
+        lineages no method learns from; moved here they only add calibration models. The test split is untouched.
         """
         return Zoo([replace(m, split="calibration") if m.split == "train" and m.replica >= first else m
                     for m in self.members])
