@@ -264,6 +264,10 @@ def scan(vault: str, *, search: str | None = None, author: str | None = None, fi
     ctx = ScanContext(vault, tuple(e.to_dict() for e in entries), allow_pickle, _forwarded_env(), whitebox, cluster)
     for entry in entries:  # fail early (and once) on a broken vault, before any repo is touched
         _fingerprint(ctx, entry)
+    if cluster:  # and on a reference that fits no DeepCore entry
+        from .scan_clusters import reference_distances
+
+        ref_distances = reference_distances(entries, {e.entry_id: _fingerprint(ctx, e) for e in entries}, references)
     st, own = ScanState(state), {repo_of(e.model_uri) for e in entries}
     todo = _pending(list_candidates(search, author, filters, limit), st, own, ctx.entries_key, report, on_result)
     for result in make_executor(executor, workers).map_unordered(check_candidate, ctx, todo):
@@ -277,8 +281,7 @@ def scan(vault: str, *, search: str | None = None, author: str | None = None, fi
     if cluster:
         from .scan_clusters import cluster_scan
 
-        fps = {e.entry_id: _fingerprint(ctx, e) for e in entries}
-        report.clusters = cluster_scan(entries, fps, report.results, references)
+        report.clusters = cluster_scan(ref_distances, report.results)
     report.seconds = time.perf_counter() - start
     return report
 

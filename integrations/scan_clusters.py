@@ -19,27 +19,31 @@ def add_owner_distance(verdict: Any, fp: Any, model: Any, suspect: str) -> None:
         verdict.evidence[DISTANCE] = owner_distances(fp, [Suspect(model, suspect)])[0]
 
 
-def cluster_scan(entries: list[Any], fingerprints: dict[str, Any], results: list[dict[str, Any]],
-                 references: list[Any] = ()) -> dict[str, dict[str, Any]]:
-    """Per DeepCore entry id: :class:`~fp_registry.algorithms.clustering.ClusterResult` as a dict, keyed by repo.
+def reference_distances(entries: list[Any], fingerprints: dict[str, Any], references: list[Any]) -> dict[str, Any]:
+    """Per DeepCore entry id, the references' distances to its owner. Computed before the scan starts, so a
+    reference that does not fit an entry fails at once, not after every repo was checked."""
+    from fp_registry.algorithms.clustering import owner_distances
 
-    ``references``: known independent models (:class:`~fp_registry.suspect.Suspect`) that anchor the other cluster.
+    return {e.entry_id: owner_distances(fingerprints[e.entry_id], list(references)) for e in entries
+            if fingerprints[e.entry_id].method == "deepcore"}
+
+
+def cluster_scan(references: dict[str, list[float]], results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per DeepCore entry id (the keys of :func:`reference_distances`): its
+    :class:`~fp_registry.algorithms.clustering.ClusterResult` as a dict, keyed by repo.
+
     Repos checked against the entry without a distance (by a scan run without ``--cluster``) are counted in
     ``without_distance`` and left out: they were never embedded.
     """
-    from fp_registry.algorithms.clustering import cluster_distances, owner_distances
+    from fp_registry.algorithms.clustering import cluster_distances
 
     out: dict[str, dict[str, Any]] = {}
-    for entry in entries:
-        fp = fingerprints[entry.entry_id]
-        if fp.method != "deepcore":
-            continue
-        found, missing = _distances(entry.entry_id, results)
-        refs = owner_distances(fp, list(references))
+    for entry_id, refs in references.items():
+        found, missing = _distances(entry_id, results)
         result = cluster_distances(found, refs).to_dict() if found else {
             "in_owner_cluster": {}, "distances": {}, "n_references": len(refs), "references_in_owner_cluster": 0,
             "note": "no repo was checked against this entry"}
-        out[entry.entry_id] = {**result, "without_distance": missing}
+        out[entry_id] = {**result, "without_distance": missing}
     return out
 
 

@@ -137,7 +137,9 @@ def test_scan_clusters_the_repos_of_a_deepcore_entry(world, tmp_path, digits_own
     """Issue 7: DeepCore's clustering where batches make sense. Workers keep each repo's distance to the owner, the
     batch is clustered after the scan, resumed repos take part, and repos checked without --cluster are counted."""
     import fp_registry as fpr
+    from fp_registry import nets
     from fp_registry.cli import _load_plugin_commands, cli
+    from fp_registry.errors import ShapeMismatchError
     from fp_registry.integrations.hf_backend import HfVault
     from fp_registry.integrations.hf_scan import scan
     from fp_registry.modelio import save_model
@@ -162,6 +164,11 @@ def test_scan_clusters_the_repos_of_a_deepcore_entry(world, tmp_path, digits_own
     assert resumed.summary()["resumed"] == 3 and resumed.clusters == report.clusters  # from the stored distances
     mixed = scan(vault, search="digits", state=state, record=False, cluster=True, references=refs)
     assert next(iter(mixed.clusters.values()))["without_distance"] == 3  # checked before --cluster: left out
+    torch.manual_seed(0)
+    foreign = Suspect(nets.build("mlp", {"in_features": 10, "hidden": [8], "out_features": 1}), "regressor")
+    with pytest.raises(ShapeMismatchError):  # a reference that fits no entry fails before any repo is checked
+        scan(vault, search="digits", state=tmp_path / "never.jsonl", cluster=True, references=[foreign])
+    assert not (tmp_path / "never.jsonl").exists()
     save_model(digits_independent[0], tmp_path / "ref0")
     _load_plugin_commands()
     res = CliRunner().invoke(cli, ["scan", "hf", "--vault", "acme/vault-deepcore", "--search", "digits", "--cluster",
