@@ -151,6 +151,9 @@ def scan_hf_cmd(vault: str, search: str | None, author: str | None, filters: tup
                    f"{s['error']} error ({s['resumed']} resumed) in {s['seconds']:.1f}s")
         for line in cluster_lines(data.get("clusters") or {}):
             click.echo(line)
+        if cluster and not data.get("clusters"):
+            click.echo("clustering: no DeepCore entry in the vault, nothing to cluster (only DeepCore fingerprints "
+                       "have core points)")
     sys.exit(report.exit_code())
 
 

@@ -124,6 +124,9 @@ def test_cli_scan_and_check_exit_codes(world, tmp_path):
                               str(tmp_path / "s2.jsonl")])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["summary"]["clean"] == 1
+    res = runner.invoke(cli, ["scan", "hf", "--vault", "acme/vault", "--search", "indep", "--cluster", "--state",
+                              str(tmp_path / "s4.jsonl")])
+    assert res.exit_code == 0 and "no DeepCore entry in the vault" in res.output  # an IPGuard vault: said, not hidden
     res = runner.invoke(cli, ["scan", "hf", "--vault", "acme/vault", "--search", "broken", "--state",
                               str(tmp_path / "s3.jsonl")])
     assert res.exit_code == 2, res.output
