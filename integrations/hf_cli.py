@@ -141,7 +141,11 @@ def scan_hf_cmd(vault: str, search: str | None, author: str | None, filters: tup
                                                                    for r in references])
     data = report.to_dict()
     if out:
-        _write_atomic(out, json.dumps(data, indent=1, sort_keys=True))
+        from pathlib import Path
+
+        from fp_registry.backends import write_json_atomic
+
+        write_json_atomic(Path(out), data)
     if as_json:
         click.echo(json.dumps(data, indent=1, sort_keys=True))
     else:
@@ -155,11 +159,3 @@ def scan_hf_cmd(vault: str, search: str | None, author: str | None, filters: tup
             click.echo("clustering: no DeepCore entry in the vault, nothing to cluster (only DeepCore fingerprints "
                        "have core points)")
     sys.exit(report.exit_code())
-
-
-def _write_atomic(path: str, text: str) -> None:
-    """Write to a temporary file beside ``path``, then rename: a crash never leaves half a report."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
