@@ -253,6 +253,7 @@ def scan(vault: str, *, search: str | None = None, author: str | None = None, fi
     (:mod:`.scan_clusters`), with ``references`` (known independent models) anchoring the other cluster.
     """
     from .hf_backend import HfVault, repo_of
+    from .scan_executors import make_executor
 
     start = time.perf_counter()
     backend = HfVault(vault)
@@ -270,7 +271,7 @@ def scan(vault: str, *, search: str | None = None, author: str | None = None, fi
         ref_distances = reference_distances(entries, {e.entry_id: _fingerprint(ctx, e) for e in entries}, references)
     st, own = ScanState(state), {repo_of(e.model_uri) for e in entries}
     todo = _pending(list_candidates(search, author, filters, limit), st, own, ctx.entries_key, report, on_result)
-    for result in make_executor(executor, workers).map_unordered(check_candidate, ctx, todo):
+    for result in make_executor(executor, workers, ctx.env).map_unordered(check_candidate, ctx, todo):
         st.add(result)
         row = asdict(result)
         report.results.append(row)
@@ -326,71 +327,6 @@ def _forwarded_env() -> dict[str, str]:
     keys = ("FP_REGISTRY_HF_ENDPOINT", "HF_ENDPOINT", "HF_TOKEN", "HF_HUB_CACHE", "HF_HUB_DISABLE_XET",
             "FP_REGISTRY_HOME")
     return {k: os.environ[k] for k in keys if os.environ.get(k)}
-
-
-class ThreadExecutor:
-    """Bounded concurrency on one machine: at most ``workers`` repos in flight, results as they finish."""
-
-    def __init__(self, workers: int = 2) -> None:
-        self.workers = max(1, workers)
-
-    def map_unordered(self, fn: Callable[[ScanContext, Candidate], RepoResult], ctx: ScanContext,
-                      items: Iterable[Candidate]) -> Iterator[RepoResult]:
-        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-
-        it = iter(items)
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="fpreg-scan") as pool:
-            running = {pool.submit(fn, ctx, c) for c in _take(it, self.workers)}
-            while running:  # refill as results come back: the listing is consumed lazily
-                done, running = wait(running, return_when=FIRST_COMPLETED)
-                running |= {pool.submit(fn, ctx, c) for c in _take(it, len(done))}
-                yield from (f.result() for f in done)
-
-
-class RayExecutor:
-    """The same job on a Ray cluster (``pip install 'fp-registry[ray]'``; ``RAY_ADDRESS`` or a local instance)."""
-
-    def __init__(self, workers: int = 2) -> None:
-        try:
-            import ray
-        except ImportError as exc:
-            from fp_registry.errors import MissingExtraError
-
-            raise MissingExtraError("ray", "ray") from exc
-        self.ray, self.workers = ray, max(1, workers)
-        if not ray.is_initialized():
-            ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False,
-                     runtime_env={"env_vars": _forwarded_env()})  # workers reach the same Hub, cache and token
-
-    def map_unordered(self, fn: Callable[[ScanContext, Candidate], RepoResult], ctx: ScanContext,
-                      items: Iterable[Candidate]) -> Iterator[RepoResult]:
-        task = self.ray.remote(num_cpus=1)(fn)
-        it = iter(items)
-        running = [task.remote(ctx, c) for c in _take(it, self.workers)]
-        while running:
-            done, running = self.ray.wait(running, num_returns=1)
-            running += [task.remote(ctx, c) for c in _take(it, len(done))]
-            yield from self.ray.get(done)
-
-
-def _take(it: Iterator[Candidate], n: int) -> list[Candidate]:
-    out = []
-    for item in it:
-        out.append(item)
-        if len(out) >= n:
-            break
-    return out
-
-
-def make_executor(kind: str, workers: int) -> ThreadExecutor | RayExecutor:
-    """``thread`` (default) or ``ray``."""
-    if kind == "ray":
-        return RayExecutor(workers)
-    if kind != "thread":
-        from fp_registry.errors import UsageError
-
-        raise UsageError(f"unknown executor {kind!r}", "use --executor thread or --executor ray")
-    return ThreadExecutor(workers)
 
 
 COLUMNS = ["repo", "sha", "status", "matched", "score", "reason"]
