@@ -41,6 +41,17 @@ def _settings(pairs: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
+NEGATIVE_HELP = ("An independent reference model (repeatable): calibrates on these instead of building a zoo; "
+                 "needed for .pt2 programs, which cannot be retrained.")
+
+
+def _references(uris: tuple[str, ...]) -> dict[str, Any]:
+    """``negatives=`` for :func:`fingerprint` from ``--negative`` URIs (nothing when none are given)."""
+    from .loading import load_model
+
+    return {"negatives": [(uri, load_model(uri)) for uri in uris]} if uris else {}
+
+
 @cli.command(name="fingerprint")
 @click.argument("model")
 @click.option("--method", "-m", default="metav", show_default=True, help="See 'fpreg methods'.")
@@ -53,9 +64,11 @@ def _settings(pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--train-reps", default=None, type=click.IntRange(min=1),
               help="Build the zoo's train split this many times (fresh seeds); default: the method's choice.")
 @click.option("--whitebox", is_flag=True, help=WHITEBOX_HELP)
+@click.option("--negative", "negatives", multiple=True, metavar="MODEL", help=NEGATIVE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def fingerprint_cmd(model: str, method: str, task: str, data: str | None, input_shape: str | None, out: str,
-                    seed: int, sets: tuple[str, ...], train_reps: int | None, whitebox: bool, as_json: bool) -> None:
+                    seed: int, sets: tuple[str, ...], train_reps: int | None, whitebox: bool,
+                    negatives: tuple[str, ...], as_json: bool) -> None:
     """Fingerprint MODEL (a path, scenario://NAME or registry URI) and save the artifact to --out."""
     from .data import load_data_arg
     from .fingerprints import fingerprint
@@ -63,7 +76,8 @@ def fingerprint_cmd(model: str, method: str, task: str, data: str | None, input_
     x, y = load_data_arg(data) if data else (None, None)
     shape = tuple(int(s) for s in input_shape.split(",")) if input_shape else None
     fp = fingerprint(model, method=method, task=task, data=x, labels=y, seed=seed, input_shape=shape,
-                     progress=not as_json, train_reps=train_reps, whitebox=whitebox, **_settings(sets))
+                     progress=not as_json, train_reps=train_reps, whitebox=whitebox, **_references(negatives),
+                     **_settings(sets))
     fp.save(out)
     info = {"path": out, "method": fp.method, "task": fp.task, "digest": fp.digest, "threshold": fp.threshold}
     echo_json(info) if as_json else click.echo(f"fingerprint ({fp.method}, {fp.task}) written to {out}; "
@@ -94,16 +108,17 @@ def verify(ctx: click.Context, fingerprint_path: str, suspect: str, allow_pickle
 @click.option("--seed", default=0, show_default=True)
 @click.option("--set", "sets", multiple=True, help="Method setting KEY=VALUE (repeatable).")
 @click.option("--whitebox", is_flag=True, help=WHITEBOX_HELP)
+@click.option("--negative", "negatives", multiple=True, metavar="MODEL", help=NEGATIVE_HELP)
 @click.option("--json", "as_json", is_flag=True)
 def register(model: str, to: str, method: str, task: str, data: str | None, seed: int, sets: tuple[str, ...],
-             whitebox: bool, as_json: bool) -> None:
+             whitebox: bool, negatives: tuple[str, ...], as_json: bool) -> None:
     """Fingerprint MODEL and store the fingerprint in the registry at --to."""
     from .data import load_data_arg
     from .pipeline import register_model
 
     x, y = load_data_arg(data) if data else (None, None)
     entry = register_model(model, to, method=method, task=task, data=x, labels=y, seed=seed, progress=not as_json,
-                           whitebox=whitebox, **_settings(sets))
+                           whitebox=whitebox, **_references(negatives), **_settings(sets))
     echo_json(entry.to_dict()) if as_json else click.echo(f"protected {model} as {entry.entry_id} in {to}")
 
 

@@ -11,6 +11,7 @@ import torch
 
 from .artifact import read_artifact, write_artifact
 from .calibration import Calibration, calibrate
+from .errors import UsageError
 from .methods import Built, Method, Owner, get_method_class, make_owner
 from .records import Verdict
 from .suspect import Suspect
@@ -192,6 +193,11 @@ def _zoo_splits(m: Method, owner: Owner, positives: list[Any] | None, negatives:
         neg = as_zoo_models(list(negatives or []), False, "given")
         if m.zoo_use == "calibrate":
             return None, ZooSplit(pos, neg)
+        if len(pos) < 2 or len(neg) < 2:  # half trains, half calibrates: a verifier needs both kinds in each
+            raise UsageError(f"{m.name} trains its verifier on derived and independent models: it needs at least "
+                             f"two of each, got {len(pos)} derived and {len(neg)} independent",
+                             "pass more positives= and negatives=, leave both out to build a zoo, or use a method "
+                             "that only calibrates (ipguard, deepcore)")
         return ZooSplit(pos[0::2], neg[0::2]), ZooSplit(pos[1::2], neg[1::2])
     if zoo is None and m.zoo_use == "calibrate" and owner.data is None:
         import warnings  # data-free methods still work; only the calibrated threshold is missing

@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 import threading
+import types
 from pathlib import Path
 from typing import Any, Callable
 
@@ -145,11 +146,29 @@ def load_pt2(path: Path) -> nn.Module:
         except Exception as exc:  # torch raises many types for a corrupt archive
             raise ModelLoadError(f"{path.name} is not a valid torch.export program: {exc.__class__.__name__}") from exc
         batch = static_batch_size(program)
-        module = program.module() if batch is None else FixedBatch(program.module(), batch)
+        module = _mode_free(program.module())
+        module = module if batch is None else FixedBatch(module, batch)
     dtype = getattr(_first_input(program), "dtype", None)
     if dtype is not None and not dtype.is_floating_point:
         module.input_kind = "int64"  # token ids: a program has no config or embedding to tell it by
     return module
+
+
+def _mode_free(module: nn.Module) -> nn.Module:
+    """Make ``train()`` / ``eval()`` no-ops on a program's module, which torch makes raise.
+
+    Why: a program is frozen in the mode it was exported in, so switching is meaningless, but callers that put any
+    module in eval mode (copies of the owner, queries) must not fail on one. Instance attributes, like torch's
+    own, so the state dict (and the owner digest) stays that of the program.
+    """
+    module.train = types.MethodType(lambda self, mode=True: self, module)  # type: ignore[method-assign]
+    module.eval = types.MethodType(lambda self: self, module)  # type: ignore[method-assign]
+    return module
+
+
+def is_program(model: Any) -> bool:
+    """Whether ``model`` is a loaded ``torch.export`` program (its layers are graph calls, not modules)."""
+    return isinstance(getattr(model, "inner", model), torch.fx.GraphModule)
 
 
 def _first_input(program: Any) -> Any:

@@ -137,3 +137,28 @@ def test_served_model_is_checked_over_http(server, registered, tmp_path):
         proc.wait(20)
     assert res.exit_code == 1, res.output  # the served fine-tuned copy matches
     assert json.loads(res.stdout)["verdict"] == "match"
+
+
+def test_deepcore_protects_a_version_stored_as_a_program(server, registered):
+    """MLflow keeps torch models as pt2 programs, which cannot be retrained: DeepCore's no-zoo path (scenario
+    references, prunings of the program itself) must still protect them. Runs last: it adds a second entry."""
+    import mlflow
+
+    from fp_registry.integrations.mlflow_backend import MlflowBackend
+    from fp_registry.integrations.mlflow_cli import mlflow_group
+    from fp_registry.integrations.mlflow_ops import check_version
+    from fp_registry.scenarios import train_owner
+    from fp_registry.zoo.attacks import prune
+
+    owner = train_owner("digits-mlp", seed=3)
+    version = register(server, "owner-dc", owner)
+    pruned = register(server, "suspect-pruned", prune(owner, None, ratio=0.3))
+    res = CliRunner().invoke(mlflow_group, ["protect", f"owner-dc/{version}", "--method", "deepcore",
+                                            "-r", f"mlflow+{server}"])
+    assert res.exit_code == 0, res.output
+    tags = dict(mlflow.MlflowClient(server).get_model_version("owner-dc", version).tags)
+    assert tags["fp_registry.protected"] == "true" and tags["fp_registry.method"] == "deepcore"
+    backend = MlflowBackend(f"mlflow+{server}")
+    by_method = {v.method: v for v in check_version(backend, "suspect-pruned", pruned)}
+    assert by_method["deepcore"].is_match
+    assert not {v.method: v for v in check_version(backend, "suspect-ind", "1")}["deepcore"].is_match

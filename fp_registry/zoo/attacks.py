@@ -79,9 +79,20 @@ def finetune(model: nn.Module, ctx: AttackContext, layers: str = "all", lr: floa
     return ctx.fit(m, data, epochs=epochs, lr=lr, seed=ctx.seed, params=params)
 
 
+def pruned_weights(model: nn.Module) -> list[torch.Tensor]:
+    """The weights magnitude pruning acts on: those of :func:`weight_layers`, or, in a module that has none (a
+    ``torch.export`` program, whose layers are graph calls), every parameter of two or more dimensions.
+
+    Why the fallback: pruning needs no architecture, and DeepCore's no-zoo path prunes the owner to make its
+    derived references; MLflow stores models as programs by default.
+    """
+    layers = weight_layers(model)
+    return [m.weight for m in layers] if layers else [p for p in model.parameters() if p.ndim >= 2]
+
+
 def _masks(model: nn.Module, ratio: float) -> list[torch.Tensor]:
     """Global magnitude masks over all weight matrices (biases stay)."""
-    ws = [m.weight.detach() for m in weight_layers(model)]
+    ws = [w.detach() for w in pruned_weights(model)]
     flat = torch.cat([w.abs().flatten() for w in ws])
     k = int(ratio * len(flat))
     if k == 0:
@@ -92,8 +103,8 @@ def _masks(model: nn.Module, ratio: float) -> list[torch.Tensor]:
 
 @torch.no_grad()
 def _apply_masks(model: nn.Module, masks: list[torch.Tensor]) -> None:
-    for layer, mask in zip(weight_layers(model), masks):
-        layer.weight.mul_(mask)
+    for w, mask in zip(pruned_weights(model), masks):
+        w.mul_(mask)
 
 
 def prune(model: nn.Module, ctx: AttackContext, ratio: float = 0.5) -> nn.Module:

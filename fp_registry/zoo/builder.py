@@ -11,6 +11,7 @@ from torch import nn
 
 from ..errors import UsageError
 from ..methods import Owner
+from ..modelio import is_program
 from ..training import one_thread
 from .attacks import AttackContext
 from .recipes import SEED_BASE, Recipe, Step, recipes
@@ -20,6 +21,10 @@ DEFAULT_SIZE = 20  #: positives and negatives per split (the recipes give a few 
 #: seed offset of each extra train replica: far above any zoo seed's block (10000 * zoo seed), so no replica's
 #: model shares a seed with another replica, another split or another zoo seed's models
 REP_STRIDE = 10**9
+#: what to do when the owner is a program (the one-line error's hint)
+PROGRAM_HINT = ("use a method that only calibrates (ipguard, deepcore) with independent reference models: --negative "
+                "MODEL with 'fpreg fingerprint' or 'register', negatives=[...] in Python (the MLflow and Hub protect "
+                "flows give their scenario's); or fingerprint the torch module itself in Python")
 
 
 def make_context(owner: Owner, alt_data: tuple[Any, Any] | None = None) -> AttackContext:
@@ -139,6 +144,9 @@ def build_zoo(owner: Owner, *, seed: int = 0, progress: bool = True, sizes: dict
 
     if owner.module is None:
         raise UsageError("building a zoo needs the owner as a torch module", "load it with fp_registry.load_model")
+    if is_program(owner.module):  # before any member: the attacks would fail one by one, some with tracebacks
+        raise UsageError("cannot build a reference zoo from a torch.export program (.pt2): it cannot be fine-tuned, "
+                         "re-initialised or retrained", PROGRAM_HINT)
     ctx = make_context(owner, alt_data)
     runner = _Runner(owner, ctx, seed, cache, _key_root(owner, ctx))
     members: list[ZooModel] = []
