@@ -6,7 +6,8 @@ beyond its null: then that excess, if larger. Why: the statistics fail on differ
 loses its black-box behaviour but keeps the owner's weights; an extracted student has the behaviour and none of
 the weights), so one strong piece of evidence must be enough; but an independent's white-box statistics wander
 about one spread from the null's mean, which is as much as a student's black-box score lies above the
-independents' (README, "Fused evidence"). The gate keeps that wandering from reordering the black-box ranking.
+independents' (``benchmarks/results/text.md``, "Fused evidence"). The gate keeps that wandering from reordering the
+black-box ranking.
 The fused score gets its own threshold from the calibration split, like any other score.
 """
 from __future__ import annotations

@@ -39,7 +39,8 @@ class MetaV(Method):
     tasks = ("classification", "regression", "generation")
     zoo_use = "train"
     # Three train replicas (24 independent roots instead of 8): chosen on development zoos and adopted after a rule
-    # written before the held-out run was met on 14 fresh zoos (README, "MetaV with a wider train split")
+    # written before the held-out run was met on 14 fresh zoos
+    # (benchmarks/results/metav.md, "MetaV with a wider train split")
     zoo_train_reps = 3
     fidelity = "faithful to the abstract and an unofficial re-implementation; verifier architecture is ours"
     # Defaults chosen on the calibration split of digits-mlp (benchmarks/metav_experiments.py), never on test.
@@ -51,7 +52,8 @@ class MetaV(Method):
                                 "aug_pos": 3, "aug_neg": 3, "aug_noise": 0.15, "aug_prune": 0.7,
                                 "hidden": [], "monotone": True,
                                 "init": "mixed", "select": "aruc", "lr_tokens": 0.05, "token_scale": 3.0,
-                                "token_steps": 1600,  # token owners: chosen on calibration splits (README)
+                                # token owners: chosen on calibration splits (benchmarks/results/metav.md)
+                                "token_steps": 1600,
                                 "confer": 0, "confer_candidates": 3000}  # label-only extraction (metav_confer.py)
     default_threshold = 0.5
     input_kinds = ("float32", "int64")  # token ids: straight-through one-hots (metav_tokens.py)

@@ -49,9 +49,9 @@ def split_zoo(zoo: ZooSplit) -> ZooSplit | None:
 def candidate_rows(owner: Any, n: int, gen: torch.Generator) -> torch.Tensor:
     """``n`` rows uniform in the owner's input domain.
 
-    Why uniform noise (chosen on digits-mlp zoos seeds 1-4, README): off the data manifold a model's label is its
-    own quirk, not the task's; owner rows plus noise or mixups of two rows stay near the manifold, where
-    independent models agree with the owner as often as copies do.
+    Why uniform noise (chosen on digits-mlp zoos seeds 1-4, benchmarks/results/metav.md): off the data manifold
+    a model's label is its own quirk, not the task's; owner rows plus noise or mixups of two rows stay near the
+    manifold, where independent models agree with the owner as often as copies do.
     """
     lo, hi = owner.domain
     return lo + (hi - lo) * torch.rand(n, *owner.input_shape, generator=gen)

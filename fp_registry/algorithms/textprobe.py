@@ -26,7 +26,8 @@ class TextProbe(Method):
     the owner's centred log-probabilities on the points (as DeepCore's soft similarity), clipped at 0.
     Ids are never cast to float; the first and last positions ([CLS]/[SEP]) stay as in the seed (``keep_ends``).
 
-    Option ``confer=K`` (needs a zoo's train split; off by default, see the README's text-gpt section for why):
+    Option ``confer=K`` (needs a zoo's train split; off by default, see benchmarks/results/text.md, "Label-only
+    extraction of the LM", for why):
     ``K`` conferrable rows are kept from ``confer_candidates`` random-id rows (:mod:`textprobe_confer`), scored
     by top-1 agreement with the owner, and the score becomes ``Phi(max(z_soft, z_agree))``: each statistic as a
     z-score against train independents of lineages that took no part in the selection, so a copy that keeps
