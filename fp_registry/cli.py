@@ -133,6 +133,9 @@ def check(ctx: click.Context, suspects: tuple[str, ...], against: str, allow_pic
     from .pipeline import check_suspect, worst_exit_code
 
     verdicts = [v for s in suspects for v in check_suspect(s, against, allow_pickle=allow_pickle)]
+    if not verdicts:  # say why on stderr: an empty table alone reads like a clean result (a typo in --against)
+        click.echo(f"nothing checked: no protected entry at {against} applies (register one with 'fpreg register "
+                   f"MODEL --to {against}')", err=True)
     echo_json([v.to_dict() for v in verdicts]) if as_json else click.echo(table(verdict_rows(verdicts),
                                                                                verdict_columns(verdicts)))
     ctx.exit(worst_exit_code(verdicts))
