@@ -97,7 +97,13 @@ def make_owner(model: Any, task: str, data: Any = None, labels: Any = None,
         domain = (float(x.min()), float(x.max())) if x is not None else None
     probe = torch.zeros(2, *shape, dtype=torch.int64 if tokens else torch.float32) \
         if x is None or task == "generation" else x[:2].reshape(-1, *shape)
-    raw = Suspect(model, name="owner").raw(probe)
+    try:
+        raw = Suspect(model, name="owner").raw(probe)
+    except ShapeMismatchError as exc:  # the owner's own data: the data, not a suspect, is what does not fit
+        cause = str(exc.__cause__ or exc).splitlines()[0][:160]
+        raise UsageError(f"the model does not accept the data's rows of shape {tuple(probe.shape[1:])}: {cause}",
+                         "pass the data the model was trained on (--data / data=), or input_shape= for a "
+                         "generator's latents") from exc
     out_dim = int(np.prod(raw.shape[1:])) if raw.ndim > 1 else 1
     if task == "classification" and y is not None:
         y = y.long()

@@ -46,6 +46,9 @@ def test_errors_are_one_line_with_a_next_step(files: dict[str, str], capsys: Any
 
 def test_nothing_checked(files: dict[str, str], tmp_path: Path, capsys: Any) -> None:
     assert run(["check", files["copy"], "--against", f"file://{tmp_path / 'empty'}"]) == ExitCode.NOTHING_CHECKED
+    err = capsys.readouterr().err
+    assert "nothing checked: no protected entry at file://" in err and "fpreg register" in err
+    assert not (tmp_path / "empty").exists()  # a check only reads the registry
 
 
 def test_register_then_check(files: dict[str, str], tmp_path: Path, capsys: Any) -> None:
@@ -120,3 +123,14 @@ def test_python_dash_m_and_help_is_light() -> None:
     assert out.stdout.strip() == "False"  # --help must not import torch
     res = subprocess.run([sys.executable, "-m", "fp_registry", "--version"], capture_output=True, text=True)
     assert res.returncode == 0 and "fpreg" in res.stdout
+
+
+def test_data_the_model_does_not_accept_is_a_usage_error(files: dict[str, str], tmp_path: Path, capsys: Any) -> None:
+    import numpy as np
+
+    np.savez(tmp_path / "wide.npz", X=np.zeros((8, 13), dtype="float32"), y=np.zeros(8, dtype="int64"))
+    code = run(["fingerprint", files["copy"], "-m", "ipguard", "-d", str(tmp_path / "wide.npz"), "-o",
+                str(tmp_path / "fp")])
+    err = capsys.readouterr().err.strip()
+    assert code == ExitCode.USAGE and "\n" not in err and "does not accept the data's rows of shape (13,)" in err
+    assert not (tmp_path / "fp").exists()
