@@ -125,7 +125,10 @@ def takes_tokens(model: Any) -> bool:
 
 
 def _module_input_shape(model: Any) -> tuple[int, ...] | None:
-    """Flat input shape from a reference net's config or a leading nn.Linear; None when unknown."""
+    """Input shape from a reference net's config, a loaded program's example input or a leading nn.Linear; None
+    when unknown."""
+    if getattr(model, "example_input_shape", None):  # set by modelio.load_pt2
+        return tuple(model.example_input_shape)
     config = getattr(model, "config", None)
     if isinstance(config, dict) and "in_features" in config:
         return (int(config["in_features"]),)

@@ -148,9 +148,13 @@ def load_pt2(path: Path) -> nn.Module:
         batch = static_batch_size(program)
         module = _mode_free(program.module())
         module = module if batch is None else FixedBatch(module, batch)
-    dtype = getattr(_first_input(program), "dtype", None)
+    example = _first_input(program)
+    dtype = getattr(example, "dtype", None)
     if dtype is not None and not dtype.is_floating_point:
         module.input_kind = "int64"  # token ids: a program has no config or embedding to tell it by
+    rest = tuple(getattr(example, "shape", ())[1:])
+    if rest and all(isinstance(d, int) for d in rest):  # static sizes only: a dynamic length has no one value
+        module.example_input_shape = rest  # what probes need when no data is given (fpreg whitebox)
     return module
 
 

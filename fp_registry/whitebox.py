@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .errors import UsageError
+
 P_FLOOR = 1e-12  # smallest normal-tail p-value reported
 MAX_ROWS = 2048  # token rows per layer kept for CKA: enough for a stable estimate, cheap on CPU
 
@@ -151,12 +153,15 @@ def probe_inputs(model: nn.Module, n: int = 64, seq_len: int = 16, seed: int = 0
     from .methods import _module_input_shape, takes_tokens
 
     gen = torch.Generator().manual_seed(seed)
+    input_shape = input_shape or getattr(model, "example_input_shape", None)  # a program's static sizes
     if takes_tokens(model):
         length = int(input_shape[-1]) if input_shape else seq_len
         return torch.randint(1, _vocab_size(model), (n, length), generator=gen)
     shape = tuple(input_shape) if input_shape else _module_input_shape(model)
     if shape is None:
-        raise ValueError("cannot infer the model's input shape for probe inputs")
+        raise UsageError("cannot infer the model's input shape for probe inputs",
+                         "pass input_shape= to probe_inputs in Python; the CLI reads it from reference model "
+                         "directories, a leading nn.Linear or a .pt2 program with static input sizes")
     return torch.randn(n, *shape, generator=gen)
 
 
@@ -170,7 +175,8 @@ def _vocab_size(model: nn.Module) -> int:
         return int(emb.num_embeddings)
     named = next((p for name, p in model.named_parameters() if "embed" in name and p.ndim == 2), None)
     if named is None:
-        raise ValueError("cannot find the vocabulary size of this token model for probe inputs")
+        raise UsageError("cannot find the vocabulary size of this token model for probe inputs",
+                         "give the model a config with vocab_size, or an nn.Embedding as its first layer")
     return int(named.shape[0])
 
 

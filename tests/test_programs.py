@@ -77,3 +77,15 @@ def test_a_verifier_that_trains_needs_derived_models_among_the_given_ones(
     with pytest.raises(UsageError, match="0 derived and 4 independent") as err:
         fpr.fingerprint(digits_owner, method="metav", negatives=digits_independent, progress=False, **digits)
     assert "positives=" in err.value.one_line()
+
+
+def test_whitebox_command_reads_the_input_shape_of_programs(programs: dict[str, str], capsys: Any) -> None:
+    import json
+
+    refs = [a for i in (1, 2) for a in ("-i", programs[f"indep{i}"])]
+    scores = {}
+    for suspect in ("copy", "indep0"):
+        assert run(["whitebox", programs["owner"], programs[suspect], *refs]) == ExitCode.OK
+        scores[suspect] = json.loads(capsys.readouterr().out)
+    assert scores["copy"]["weights"]["score"] > scores["indep0"]["weights"]["score"]
+    assert scores["copy"]["cka"]["score"] > scores["indep0"]["cka"]["score"]
