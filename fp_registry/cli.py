@@ -205,3 +205,10 @@ def run(argv: list[str] | None = None) -> int:
             raise
         click.echo(f"Error: {exc.one_line()}", err=True)
         return ExitCode.USAGE if isinstance(exc, UsageError) else ExitCode.ERROR
+    except Exception as exc:  # a bug here or in a plugin: never exit 1, which scripts read as "match"
+        if os.environ.get("FP_REGISTRY_DEBUG"):
+            raise
+        first = (str(exc).splitlines() or [""])[0][:200]
+        click.echo(f"Error: unexpected {type(exc).__name__}: {first} (a bug in fp-registry or a plugin: rerun with "
+                   "FP_REGISTRY_DEBUG=1 for the traceback and report it)", err=True)
+        return ExitCode.ERROR

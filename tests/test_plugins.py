@@ -12,6 +12,7 @@ import click
 import pytest
 
 from fp_registry import hookimpl, plugins
+from fp_registry.exitcodes import ExitCode
 from fp_registry.records import UploadEvent, Verdict
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -138,6 +139,29 @@ def test_hook_register_commands(plugin: Any, capsys: Any) -> None:
 
     plugin(P(), "commands")
     assert run(["hello-plugin"]) == 0 and "hi from a plugin" in capsys.readouterr().out
+
+
+def test_an_unexpected_exception_is_exit_2_with_one_line_never_1(plugin: Any, capsys: Any, monkeypatch: Any) -> None:
+    """Exit 1 means "match" to scripts; a crash must not look like one."""
+    from fp_registry.cli import run
+
+    @click.command(name="crash-plugin")
+    def crash() -> None:
+        raise KeyError("boom\nsecond line")
+
+    class P:
+        @hookimpl
+        def register_commands(self, cli: click.Group) -> None:
+            cli.add_command(crash)
+
+    plugin(P(), "crash")
+    monkeypatch.delenv("FP_REGISTRY_DEBUG", raising=False)
+    assert run(["crash-plugin"]) == ExitCode.ERROR
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("Error: unexpected KeyError: 'boom") and "\n" not in err and "FP_REGISTRY_DEBUG=1" in err
+    monkeypatch.setenv("FP_REGISTRY_DEBUG", "1")
+    with pytest.raises(KeyError):
+        run(["crash-plugin"])
 
 
 def test_hook_register_attacks(plugin: Any) -> None:
