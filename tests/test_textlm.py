@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import fp_registry as fpr
-from fp_registry.errors import NotApplicableError
+from fp_registry.errors import NotApplicableError, UsageError
 from fp_registry.textlm import CONTEXT, VOCAB_SIZE, TinyGPT, next_token_api, synthetic_lm
 from fp_registry.training import fit
 
@@ -114,9 +114,12 @@ def test_zoo_attacks_touch_gpt2_projections(lm: dict[str, Any]) -> None:
 
 
 def test_metav_refuses_or_works_cleanly(lm: dict[str, Any]) -> None:
+    kw = dict(data=lm["x"], labels=lm["y"], n_queries=8, steps=20, token_steps=20, progress=False)
+    with pytest.raises(UsageError, match="needs at least two of each"):  # a verifier trained without copies
+        fpr.fingerprint(lm["owner"], method="metav", negatives=lm["neg"], **kw)
     try:
-        fp = fpr.fingerprint(lm["owner"], method="metav", data=lm["x"], labels=lm["y"], negatives=lm["neg"],
-                             n_queries=8, steps=20, token_steps=20, progress=False)
+        fp = fpr.fingerprint(lm["owner"], method="metav", positives=[lm["tuned"], copy.deepcopy(lm["owner"])],
+                             negatives=[*lm["neg"], lm["indep"]], **kw)
     except NotApplicableError as exc:
         assert exc.one_line()
         return
