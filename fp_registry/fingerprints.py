@@ -164,7 +164,7 @@ def _add_fused_calibration(fp: Fingerprint, owner: Owner, cal: ZooSplit | None) 
         return  # black-box scores of these very models are needed, in calibration order
     fp.meta["whitebox"]["fused"] = calibrate_fused(fp.meta["whitebox"], fp.calibration, owner.model,
                                                    [z.model for z in cal.negatives], [z.model for z in cal.positives],
-                                                   fp.calibration.target_fpr)
+                                                   fp.calibration.target_fpr, rule=fp.method_object().fused_rule)
 
 
 def _new_fingerprint(m: Method, owner: Owner, built: Built, seed: int) -> Fingerprint:

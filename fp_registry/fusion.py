@@ -41,42 +41,78 @@ def _fisher(r: np.ndarray) -> np.ndarray:
     return np.arctanh(np.clip(r, -0.999999, 0.999999))
 
 
-def fused_score(bb_score: float, bb_null: Sequence[float], wb: dict[str, Any], wb_nulls: dict[str, Any]) -> float:
-    """The black-box score in null-spread units, or a white-box statistic's excess over the gate if larger
-    (``wb``: the output of :func:`whitebox.check`)."""
-    units = [spread_units(bb_null, bb_score)]
+def whitebox_units(wb: dict[str, Any], wb_nulls: dict[str, Any]) -> dict[str, float]:
+    """Each white-box statistic of ``wb`` (the output of :func:`whitebox.check`) in its null's spread units."""
+    units = {}
     for key in STATISTICS:
         ev, null = wb.get(key) or {}, wb_nulls.get(key)
         if null and "score" in ev and "p_normal" in ev:  # no p-value: the statistic is not the null's (see check)
             t = spread_units(null, float(ev["score"]), fisher=True)
-            units.append(None if t is None else t - WHITEBOX_GATE)
+            if t is not None:
+                units[key] = t
+    return units
+
+
+def fused_score(bb_score: float, bb_null: Sequence[float], wb: dict[str, Any], wb_nulls: dict[str, Any]) -> float:
+    """The black-box score in null-spread units, or a white-box statistic's excess over the gate if larger
+    (``wb``: the output of :func:`whitebox.check`)."""
+    units = [spread_units(bb_null, bb_score)] + [t - WHITEBOX_GATE for t in whitebox_units(wb, wb_nulls).values()]
     found = [u for u in units if u is not None]
     return max(found) if found else float("nan")
 
 
+def stratum(wb: dict[str, Any], wb_nulls: dict[str, Any]) -> str:
+    """``"W"``: a white-box statistic past the gate; ``"S"``: the weights compare (the owner's architecture) but say
+    nothing; ``"O"``: no weight statistic (another architecture, or no weights)."""
+    units = whitebox_units(wb, wb_nulls)
+    if any(t >= WHITEBOX_GATE for t in units.values()):
+        return "W"
+    return "S" if "weights" in units else "O"
+
+
 def calibrate_fused(ref: dict[str, Any], calibration: Calibration, owner: Any, negatives: list[Any],
-                    positives: list[Any], target_fpr: float = 0.01) -> dict[str, Any]:
-    """Fused scores of the calibration models (in the order their black-box scores were taken) and a threshold."""
+                    positives: list[Any], target_fpr: float = 0.01, rule: str = "max") -> dict[str, Any]:
+    """Fused scores of the calibration models (in the order their black-box scores were taken) and a threshold.
+
+    ``rule="strata"`` also calibrates the black-box threshold of stratum S on that stratum's calibration models
+    (see :func:`fused_evidence`).
+    """
     from .whitebox import check
 
     bb_null = calibration.negative_scores
-
-    def scores(models: list[Any], bb: list[float]) -> list[float]:
-        return [fused_score(s, bb_null, check(ref, owner, m), ref["nulls"]) for m, s in zip(models, bb)]
-
-    cal = calibrate(scores(negatives, calibration.negative_scores), scores(positives, calibration.positive_scores),
-                    target_fpr)
-    return {"threshold": cal.threshold, "negative_scores": cal.negative_scores,
-            "positive_scores": cal.positive_scores}
+    wb = {"neg": [check(ref, owner, m) for m in negatives], "pos": [check(ref, owner, m) for m in positives]}
+    bb = {"neg": calibration.negative_scores, "pos": calibration.positive_scores}
+    fused = {side: [fused_score(s, bb_null, w, ref["nulls"]) for s, w in zip(bb[side], wb[side])] for side in bb}
+    cal = calibrate(fused["neg"], fused["pos"], target_fpr)
+    out: dict[str, Any] = {"threshold": cal.threshold, "negative_scores": cal.negative_scores,
+                           "positive_scores": cal.positive_scores}
+    if rule == "strata":
+        in_s = {side: [s for s, w in zip(bb[side], wb[side]) if stratum(w, ref["nulls"]) == "S"] for side in bb}
+        out |= {"rule": "strata", "stratum_threshold": calibrate(in_s["neg"], in_s["pos"], target_fpr).threshold,
+                "stratum_negative_scores": in_s["neg"], "stratum_positive_scores": in_s["pos"]}
+    return out
 
 
 def fused_evidence(ref: dict[str, Any], calibration: Calibration | None, bb_score: float,
                    wb: dict[str, Any]) -> dict[str, Any] | None:
-    """Fused score, its threshold, empirical p-value and decision, or None without a fused calibration."""
+    """Fused score, its threshold, empirical p-value and decision, or None without a fused calibration.
+
+    The decision is ``score >= threshold``, or under ``rule="strata"`` (DeepCore; pre-registration 9, see
+    benchmarks/results/deepcore.md, "Stop 26"): stratum W matches; stratum S matches when the black-box score
+    reaches the threshold calibrated on stratum S alone; stratum O when it reaches the black-box threshold.
+    Why: the look-alikes the black box scores high are retrains of the owner's architecture, and the copies of that
+    architecture that keep no weight (students) score far above the weakest copies overall, which the weights or
+    the plain threshold judge.
+    """
     fused = ref.get("fused")
     if not fused or calibration is None:
         return None
     score = fused_score(bb_score, calibration.negative_scores, wb, ref.get("nulls", {}))
     cal = Calibration(float(fused["threshold"]), list(fused["negative_scores"]), list(fused["positive_scores"]))
-    return {"score": score, "threshold": cal.threshold, "p_empirical": cal.p_value(score),
-            "match": bool(score >= cal.threshold)}
+    out = {"score": score, "threshold": cal.threshold, "p_empirical": cal.p_value(score),
+           "match": bool(score >= cal.threshold)}
+    if fused.get("rule") == "strata":
+        where = stratum(wb, ref.get("nulls", {}))
+        tau = {"W": -math.inf, "S": float(fused["stratum_threshold"]), "O": calibration.threshold}[where]
+        out |= {"stratum": where, "match": bool(where == "W" or bb_score >= tau)}
+    return out

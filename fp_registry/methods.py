@@ -173,6 +173,8 @@ class Method(ABC):
     default_threshold: ClassVar[float] = 0.5
     #: input dtypes the method can build queries for: "float32" (continuous) and/or "int64" (token ids)
     input_kinds: ClassVar[tuple[str, ...]] = ("float32",)
+    #: decision of the fused black-box + white-box evidence (:func:`fp_registry.fusion.fused_evidence`)
+    fused_rule: ClassVar[str] = "max"
 
     def __init__(self, **settings: Any) -> None:
         unknown = set(settings) - set(self.defaults)

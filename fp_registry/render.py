@@ -45,6 +45,10 @@ def verdict_columns(verdicts: list[Any]) -> list[str]:
 
 
 def _fused(verdict: Any) -> str:
-    """``match (7.31)`` from ``evidence.whitebox.fused`` (its own decision, beside the verdict), else empty."""
+    """``match (7.31)`` from ``evidence.whitebox.fused`` (its own decision, beside the verdict), else empty; with
+    the stratum that decided under the ``strata`` rule, e.g. ``match (3.2, W)``."""
     fused = ((getattr(verdict, "evidence", None) or {}).get("whitebox") or {}).get("fused")
-    return f"{'match' if fused['match'] else 'clean'} ({fmt(fused['score'])})" if fused else ""
+    if not fused:
+        return ""
+    where = f", {fused['stratum']}" if fused.get("stratum") else ""
+    return f"{'match' if fused['match'] else 'clean'} ({fmt(fused['score'])}{where})"

@@ -43,7 +43,7 @@ def test_evaluate_adds_a_fused_row_calibrated_on_the_same_split(tmp_path, capsys
                 "--whitebox", "-o", str(tmp_path), "-q", "--json"])
     assert code == 0
     plain, fused = json.loads(capsys.readouterr().out)["methods"]
-    assert fused["method"] == "ipguard:n_queries=20:steps=20+whitebox"
+    assert fused["method"] == "ipguard:n_queries=20:steps=20+whitebox" and fused["decision"] == "max"
     assert [r["name"] for r in fused["suspects"]] == [r["name"] for r in plain["suspects"]]
     for row in fused["suspects"]:
         assert row["is_match"] == (row["score"] >= fused["threshold"])
@@ -55,3 +55,60 @@ def test_evaluate_adds_a_fused_row_calibrated_on_the_same_split(tmp_path, capsys
     assert calibrate(cal["negative_scores"], cal["positive_scores"]).threshold == pytest.approx(fused["threshold"])
     assert len(cal["negative_scores"]) == len(plain["calibration"]["negative_scores"])
     assert "+whitebox" in (tmp_path / "report.md").read_text()
+
+
+def test_strata_rule_judges_each_stratum_by_its_own_evidence() -> None:
+    """Pre-registration 9: W matches on the weights, S against its own threshold, O against the black box's."""
+    from fp_registry.calibration import Calibration
+    from fp_registry.fusion import fused_evidence, stratum
+
+    nulls = {"cka": [0.40, 0.45, 0.50], "weights": [0.08, 0.09, 0.10]}
+    pruned = {"cka": {"score": 0.49, "p_normal": 0.3}, "weights": {"score": 0.70, "p_normal": 1e-12}}
+    same_arch = {"cka": {"score": 0.45, "p_normal": 0.5}, "weights": {"score": 0.09, "p_normal": 0.5}}
+    other_arch = {"cka": {"score": 0.45, "p_normal": 0.5}}
+    assert [stratum(w, nulls) for w in (pruned, same_arch, other_arch, {})] == ["W", "S", "O", "O"]
+    fused = {"threshold": 10.0, "negative_scores": [0.0], "positive_scores": [20.0], "stratum_threshold": 0.8}
+    bb = Calibration(0.5, [0.2, 0.4, 0.6], [0.9])
+
+    def match(score: float, wb: dict, rule: str | None = "strata") -> bool:
+        ref = {"nulls": nulls, "fused": {**fused, **({"rule": rule} if rule else {})}}
+        return fused_evidence(ref, bb, score, wb)["match"]
+
+    assert match(0.1, pruned)  # far below every black-box threshold: the weights decide
+    assert not match(0.7, same_arch) and match(0.85, same_arch)  # a look-alike needs tau_S = 0.8, not 0.5
+    assert match(0.55, other_arch) and not match(0.45, other_arch)  # another architecture: the black box's 0.5
+    assert not match(0.85, same_arch, rule=None)  # the max rule: fused (0.85 - 0.4) / 0.2 = 2.25 < 10
+
+
+def test_a_report_row_by_decision_takes_its_rates_from_each_verdict() -> None:
+    from fp_registry.evaluation.harness import _result
+
+    rows = [{"name": n, "family": f, "derived": d, "score": s, "is_match": m, "seconds": 0.0,
+             "forward_seconds": 0.0, "n_queries": 1}
+            for n, f, d, s, m in [("a", "prune", True, 0.1, True), ("b", "distill", True, 0.9, False),
+                                  ("c", "homologous", False, 0.9, False), ("d", "other-arch", False, 0.6, True)]]
+    by_score = _result("m", 0.5, 0.0, 0.0, rows)
+    assert by_score["overall"]["tpr"] == 0.5 and by_score["same_arch_fpr"] == 1.0  # score >= 0.5
+    decided = _result("m", 0.5, 0.0, 0.0, rows, by_decision=True)
+    assert decided["overall"]["tpr"] == 0.5 and decided["overall"]["fir"] == 0.5 and decided["same_arch_fpr"] == 0.0
+    assert decided["families"]["prune"]["tpr"] == 1.0 and decided["families"]["distill"]["mir"] == 1.0
+    assert decided["families"]["other-arch"]["fir"] == 1.0 and decided["overall"]["roc_auc"] == by_score["overall"][
+        "roc_auc"]  # ranking metrics still come from the scores
+
+
+def test_deepcore_fingerprints_calibrate_the_strata_rule(tmp_path, capsys: pytest.CaptureFixture) -> None:
+    from fp_registry.cli import run
+
+    code = run(["evaluate", "-s", "digits-mlp", "-m", "deepcore:n_points=30:n_candidates=300", "--seed", "3",
+                "--size", "3", "--whitebox", "-o", str(tmp_path), "-q", "--json"])
+    assert code == 0
+    plain, fused = json.loads(capsys.readouterr().out)["methods"]
+    assert fused["decision"] == "strata" and {r["stratum"] for r in fused["suspects"]} <= {"W", "S", "O"}
+    bb = {r["name"]: r["score"] for r in plain["suspects"]}
+    tau = {"W": -math.inf, "S": fused["stratum_threshold"], "O": plain["threshold"]}
+    for row in fused["suspects"]:  # each verdict follows its stratum's rule on the black-box score
+        assert row["is_match"] == (bb[row["name"]] >= tau[row["stratum"]])
+    derived = [r for r in fused["suspects"] if r["derived"]]
+    assert fused["overall"]["tpr"] == pytest.approx(sum(r["is_match"] for r in derived) / len(derived))
+    kept = [r for r in derived if r["family"] in ("finetune", "noise", "prune")]
+    assert kept and all(r["stratum"] == "W" for r in kept)  # copies that keep the weights match by them

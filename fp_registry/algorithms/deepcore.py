@@ -105,6 +105,8 @@ class DeepCore(Method):
     #: the ensemble learns from the train split's independents: three replicas give 12 homologous lineages, not 4
     zoo_train_reps = 3
     default_threshold = 0.5
+    #: pre-registration 9 (benchmarks/results/deepcore.md, "Stop 26"): look-alikes are judged within their stratum
+    fused_rule = "strata"
 
     def __init__(self, **settings: Any) -> None:
         super().__init__(**settings)

@@ -21,5 +21,6 @@ def fused_rows(fp: Any, owner_model: Any, zoo: Zoo, rows: list[dict[str, Any]]) 
         start = time.perf_counter()
         fused = fused_evidence(ref, fp.calibration, row["score"], check(ref, owner_model, z.model))
         extra = time.perf_counter() - start  # the white-box part of the check, on top of the black-box verify
-        out.append({**row, "score": fused["score"], "is_match": fused["match"], "seconds": row["seconds"] + extra})
+        out.append({**row, "score": fused["score"], "is_match": fused["match"], "seconds": row["seconds"] + extra,
+                    **({"stratum": fused["stratum"]} if "stratum" in fused else {})})
     return out

@@ -116,7 +116,8 @@ def evaluate_method(owner_model: nn.Module, owner_kwargs: dict[str, Any], method
     if fused is not None:
         cal = fp.meta["whitebox"]["fused"]
         result["fused"] = _result(method + "+whitebox", cal["threshold"], fp_seconds, peak_rss_mb(), fused,
-                                  _calibration_scores(cal))
+                                  _calibration_scores(cal), by_decision=cal.get("rule") == "strata")
+        result["fused"] |= {"decision": cal.get("rule", "max"), "stratum_threshold": cal.get("stratum_threshold")}
     return result
 
 
@@ -159,15 +160,24 @@ def peak_rss_mb() -> float:
 
 
 def _result(method: str, tau: float, fp_seconds: float, peak: float, rows: list[dict[str, Any]],
-            calibration: dict[str, list[float]] | None = None) -> dict[str, Any]:
+            calibration: dict[str, list[float]] | None = None, by_decision: bool = False) -> dict[str, Any]:
+    """A report row. ``by_decision``: rates at the threshold come from each suspect's ``is_match``, for a rule
+    that is not ``score >= tau`` (ranking metrics such as ROC-AUC still come from the scores)."""
     pos = [r["score"] for r in rows if r["derived"]]
     neg = [r["score"] for r in rows if not r["derived"]]
-    same = [r["score"] for r in rows if not r["derived"] and r["family"] in SAME_ARCH_FAMILIES]
+    same = [r for r in rows if not r["derived"] and r["family"] in SAME_ARCH_FAMILIES]
+    overall, families = metrics.summary(pos, neg, tau), metrics.per_family(rows, tau)
+    same_fpr = 1 - metrics.uniqueness([r["score"] for r in same], tau) if same else None
+    if by_decision:
+        decided = metrics.at_decisions(rows)
+        overall |= decided.pop("overall")
+        for fam, rates in decided.items():
+            families[fam] |= rates
+        same_fpr = sum(bool(r["is_match"]) for r in same) / len(same) if same else None
     verify = sum(r["seconds"] for r in rows) / max(1, len(rows))
     forward = sum(r["forward_seconds"] for r in rows) / max(1, len(rows))
-    return {"method": method, "status": "ok", "threshold": tau, "overall": metrics.summary(pos, neg, tau),
-            "families": metrics.per_family(rows, tau),
-            "same_arch_fpr": 1 - metrics.uniqueness(same, tau) if same else None,
+    return {"method": method, "status": "ok", "threshold": tau, "overall": overall, "families": families,
+            "same_arch_fpr": same_fpr,
             "queries": max((r["n_queries"] for r in rows), default=0), "fingerprint_seconds": fp_seconds,
             "verify_seconds": verify, "forward_seconds": forward,
             "verify_forward_ratio": verify / forward if forward > 0 else None,

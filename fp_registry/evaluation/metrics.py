@@ -80,6 +80,25 @@ def per_family(rows: Iterable[dict[str, Any]], tau: float) -> dict[str, dict[str
     return out
 
 
+def at_decisions(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """``"overall"`` and each family's TPR / MIR or TNR / FIR from every row's own decision (``is_match``): for a
+    decision rule that is not one threshold on the score (the fused ``strata`` rule)."""
+    rows = list(rows)
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[r["family"]].append(r)
+    out = {"overall": {**_rates([r for r in rows if r["derived"]], True),
+                       **_rates([r for r in rows if not r["derived"]], False)}}
+    for fam, members in groups.items():
+        out[fam] = _rates(members, members[0]["derived"])
+    return out
+
+
+def _rates(rows: list[dict[str, Any]], derived: bool) -> dict[str, float]:
+    share = sum(bool(r["is_match"]) for r in rows) / len(rows) if rows else NAN
+    return {"tpr": share, "mir": 1 - share} if derived else {"tnr": 1 - share, "fir": share}
+
+
 def clean(value: Any) -> Any:
     """JSON-safe copy: NaN and infinities become None."""
     if isinstance(value, float):
