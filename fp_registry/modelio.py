@@ -170,9 +170,11 @@ def _mode_free(module: nn.Module) -> nn.Module:
     return module
 
 
-def is_program(model: Any) -> bool:
-    """Whether ``model`` is a loaded ``torch.export`` program (its layers are graph calls, not modules)."""
-    return isinstance(getattr(model, "inner", model), torch.fx.GraphModule)
+def program_graph(model: Any) -> torch.fx.GraphModule | None:
+    """The fx graph of a loaded ``torch.export`` program (possibly inside :class:`FixedBatch`), else None: a
+    program's layers are graph calls, not modules."""
+    inner = getattr(model, "inner", model)
+    return inner if isinstance(inner, torch.fx.GraphModule) else None
 
 
 def _first_input(program: Any) -> Any:

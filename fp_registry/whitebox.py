@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .errors import UsageError
+from .modelio import program_graph
 
 P_FLOOR = 1e-12  # smallest normal-tail p-value reported
 MAX_ROWS = 2048  # token rows per layer kept for CKA: enough for a stable estimate, cheap on CPU
@@ -46,7 +47,7 @@ def hidden_states(model: nn.Module, x: torch.Tensor, max_rows: int = MAX_ROWS, s
             ids = x.long()
             out = inner(input_ids=ids, attention_mask=(ids != pad).long(), output_hidden_states=True)
             return [h.reshape(-1, h.shape[-1])[rows].double() for h in out.hidden_states]
-        graph = _graph_module(model)
+        graph = program_graph(model)
         return _graph_outputs(graph, x, rows) if graph is not None else _hooked_outputs(model, x, rows)
 
 
@@ -57,12 +58,6 @@ def _token_rows(x: torch.Tensor, pad: int, max_rows: int, seed: int) -> torch.Te
         gen = torch.Generator().manual_seed(seed)
         rows = rows[torch.randperm(len(rows), generator=gen)[:max_rows].sort().values]
     return rows
-
-
-def _graph_module(model: nn.Module) -> Any:
-    """The fx graph of a loaded ``torch.export`` program (MLflow pt2 models), possibly inside a fixed-batch wrapper."""
-    inner = getattr(model, "inner", model)
-    return inner if isinstance(inner, torch.fx.GraphModule) else None
 
 
 def _graph_outputs(graph: Any, x: torch.Tensor, rows: torch.Tensor | None = None) -> list[torch.Tensor]:
@@ -122,7 +117,7 @@ def linear_cka(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def layer_mode(*models: nn.Module) -> str:
     """``linear`` when any model is an exported program (it has no hidden_states API), else ``auto``."""
-    return "linear" if any(_graph_module(m) is not None for m in models) else "auto"
+    return "linear" if any(program_graph(m) is not None for m in models) else "auto"
 
 
 def cka_evidence(owner: nn.Module, suspect: nn.Module, x: torch.Tensor, layers: str | None = None) -> dict[str, Any]:

@@ -263,12 +263,12 @@ def scan(vault: str, *, search: str | None = None, author: str | None = None, fi
         report.results.append(asdict(RepoResult(vault, "", "error", "the vault holds no protected entry")))
         return report
     ctx = ScanContext(vault, tuple(e.to_dict() for e in entries), allow_pickle, _forwarded_env(), whitebox, cluster)
-    for entry in entries:  # fail early (and once) on a broken vault, before any repo is touched
-        _fingerprint(ctx, entry)
+    # fail early (and once) on a broken vault, before any repo is touched
+    fingerprints = {e.entry_id: _fingerprint(ctx, e) for e in entries}
     if cluster:  # and on a reference that fits no DeepCore entry
         from .scan_clusters import reference_distances
 
-        ref_distances = reference_distances(entries, {e.entry_id: _fingerprint(ctx, e) for e in entries}, references)
+        ref_distances = reference_distances(entries, fingerprints, references)
     st, own = ScanState(state), {repo_of(e.model_uri) for e in entries}
     todo = _pending(list_candidates(search, author, filters, limit), st, own, ctx.entries_key, report, on_result)
     for result in make_executor(executor, workers, ctx.env).map_unordered(check_candidate, ctx, todo):

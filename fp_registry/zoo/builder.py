@@ -11,7 +11,7 @@ from torch import nn
 
 from ..errors import UsageError
 from ..methods import Owner
-from ..modelio import is_program
+from ..modelio import program_graph
 from ..training import one_thread
 from .attacks import AttackContext
 from .recipes import SEED_BASE, Recipe, Step, recipes
@@ -144,7 +144,7 @@ def build_zoo(owner: Owner, *, seed: int = 0, progress: bool = True, sizes: dict
 
     if owner.module is None:
         raise UsageError("building a zoo needs the owner as a torch module", "load it with fp_registry.load_model")
-    if is_program(owner.module):  # before any member: the attacks would fail one by one, some with tracebacks
+    if program_graph(owner.module) is not None:  # before any member: the attacks would fail one by one, some with tracebacks
         raise UsageError("cannot build a reference zoo from a torch.export program (.pt2): it cannot be fine-tuned, "
                          "re-initialised or retrained", PROGRAM_HINT)
     ctx = make_context(owner, alt_data)
