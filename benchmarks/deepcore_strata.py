@@ -40,23 +40,29 @@ Row = dict[str, Any]
 
 def collect_zoo(scenario: str, seed: int) -> dict[str, Any]:
     from fp_registry.fingerprints import fingerprint
-    from fp_registry.fusion import STATISTICS, spread_units
     from fp_registry.methods import get_method_class
-    from fp_registry.whitebox import check
 
     owner, zoo, kw = owner_and_zoo(scenario, seed)
     split_zoo = zoo.replicas(get_method_class("deepcore").zoo_train_reps)
     fp = fingerprint(owner.module, method="deepcore", zoo=split_zoo, seed=seed, progress=False, whitebox=True, **kw)
     ref, rows = fp.meta["whitebox"], []
     for z in (z for z in split_zoo.members if z.split in ("calibration", "test")):
-        ev, t = check(ref, owner.module, z.model), {}
-        for key in STATISTICS:
-            e, null = ev.get(key) or {}, ref["nulls"].get(key)
-            if null and "score" in e and "p_normal" in e:  # as fused_score: no p-value, not the null's statistic
-                t[key] = spread_units(null, float(e["score"]), fisher=True)
         rows.append({"split": z.split, "name": z.name, "family": z.family, "derived": z.derived,
-                     "kappa": fp.verify(z.model).score, "t": t})
+                     "kappa": fp.verify(z.model).score, "t": whitebox_t(ref, owner.module, z.model)})
     return {"rows": rows}
+
+
+def whitebox_t(ref: dict[str, Any], owner: Any, suspect: Any) -> dict[str, float]:
+    """The suspect's white-box statistics in null-spread units, as :func:`fp_registry.fusion.fused_score` has them."""
+    from fp_registry.fusion import STATISTICS, spread_units
+    from fp_registry.whitebox import check
+
+    ev, t = check(ref, owner, suspect), {}
+    for key in STATISTICS:
+        e, null = ev.get(key) or {}, ref["nulls"].get(key)
+        if null and "score" in e and "p_normal" in e:  # as fused_score: no p-value, not the null's statistic
+            t[key] = spread_units(null, float(e["score"]), fisher=True)
+    return t
 
 
 def stratum(row: Row, gate: float) -> str:
@@ -96,26 +102,38 @@ def bar(test: list[Row], match: Callable[[Row], bool]) -> tuple[bool, bool, bool
 def rules(paths: list[str]) -> dict[str, dict[str, Any]]:
     from fp_registry.fusion import WHITEBOX_GATE
 
-    zoos: dict[str, Any] = {}
-    for p in paths:
-        zoos.update(json.loads(Path(p).read_text()))
     out: dict[str, dict[str, Any]] = {}
-    for seed, entry in sorted(zoos.items(), key=lambda kv: int(kv[0])):
+    for seed, entry in load_zoos(paths):
         cal = [r for r in entry["rows"] if r["split"] == "calibration"]
         test = [r for r in entry["rows"] if r["split"] == "test"]
         for name, match in decision_rules(cal, WHITEBOX_GATE).items():
-            met, fm, mi = bar(test, match)
-            t = out.setdefault(name, {"zoos": 0, "met": 0, "false_match": 0, "misses": 0, "met_on": []})
-            t["zoos"] += 1
-            t["met"] += met
-            t["false_match"] += fm
-            t["misses"] += mi
-            t["met_on"] += [int(seed)] if met else []
+            tally(out, name, seed, bar(test, match))
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def load_zoos(paths: list[str]) -> list[tuple[str, Any]]:
+    """The zoos of every file written by ``collect``, by seed."""
+    zoos: dict[str, Any] = {}
+    for p in paths:
+        zoos.update(json.loads(Path(p).read_text()))
+    return sorted(zoos.items(), key=lambda kv: int(kv[0]))
+
+
+def tally(out: dict[str, dict[str, Any]], name: str, seed: str, result: tuple[bool, bool, bool]) -> None:
+    """Adds one zoo's :func:`bar` result to the counts of rule ``name``."""
+    met, fm, mi = result
+    t = out.setdefault(name, {"zoos": 0, "met": 0, "false_match": 0, "misses": 0, "met_on": []})
+    t["zoos"] += 1
+    t["met"] += met
+    t["false_match"] += fm
+    t["misses"] += mi
+    t["met_on"] += [int(seed)] if met else []
+
+
+def main(collect: Callable[[str, int], dict[str, Any]] = collect_zoo,
+         score: Callable[[list[str]], dict[str, dict[str, Any]]] = rules, doc: str = __doc__) -> None:
+    """The command line; later checks pass their own ``collect`` and ``score`` (the defaults are this check's)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("cmd", choices=("collect", "rules"))
     ap.add_argument("paths", nargs="*", help="rules: files written by collect")
     ap.add_argument("-s", "--scenario", help="collect: the scenario")
@@ -127,11 +145,11 @@ def main() -> None:
         done = json.loads(out.read_text()) if out.exists() else {}
         for seed in (int(s) for s in a.seeds.split(",")):
             if str(seed) not in done:  # resumable: one zoo at a time, written atomically
-                done[str(seed)] = collect_zoo(a.scenario, seed)
+                done[str(seed)] = collect(a.scenario, seed)
                 write_atomic(out, done)
                 print(seed, flush=True)
         return
-    tally = rules(a.paths)
+    tally = score(a.paths)
     print(json.dumps(tally, indent=1) if os.environ.get("JSON") else
           "\n".join(f"{k}: bar met {v['met']} / {v['zoos']}, zoos with a false match {v['false_match']}, "
                      f"with > 5 % misses {v['misses']}" for k, v in tally.items()))
