@@ -33,6 +33,7 @@ SELECTIONS = {"least": {}, "contrast": {"select": "contrast"}}
 
 
 def collect_zoo(scenario: str, seed: int) -> dict[str, Any]:
+    """One zoo: every calibration and test model's kappa under each selection, and its white-box statistics."""
     from fp_registry.fingerprints import fingerprint
     from fp_registry.methods import get_method_class
 

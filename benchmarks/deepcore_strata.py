@@ -149,10 +149,10 @@ def main(collect: Callable[[str, int], dict[str, Any]] = collect_zoo,
                 write_atomic(out, done)
                 print(seed, flush=True)
         return
-    tally = score(a.paths)
-    print(json.dumps(tally, indent=1) if os.environ.get("JSON") else
+    counts = score(a.paths)
+    print(json.dumps(counts, indent=1) if os.environ.get("JSON") else
           "\n".join(f"{k}: bar met {v['met']} / {v['zoos']}, zoos with a false match {v['false_match']}, "
-                     f"with > 5 % misses {v['misses']}" for k, v in tally.items()))
+                     f"with > 5 % misses {v['misses']}" for k, v in counts.items()))
 
 
 if __name__ == "__main__":
