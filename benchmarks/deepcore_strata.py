@@ -54,15 +54,10 @@ def collect_zoo(scenario: str, seed: int) -> dict[str, Any]:
 
 def whitebox_t(ref: dict[str, Any], owner: Any, suspect: Any) -> dict[str, float]:
     """The suspect's white-box statistics in null-spread units, as :func:`fp_registry.fusion.fused_score` has them."""
-    from fp_registry.fusion import STATISTICS, spread_units
+    from fp_registry.fusion import whitebox_units
     from fp_registry.whitebox import check
 
-    ev, t = check(ref, owner, suspect), {}
-    for key in STATISTICS:
-        e, null = ev.get(key) or {}, ref["nulls"].get(key)
-        if null and "score" in e and "p_normal" in e:  # as fused_score: no p-value, not the null's statistic
-            t[key] = spread_units(null, float(e["score"]), fisher=True)
-    return t
+    return whitebox_units(check(ref, owner, suspect), ref["nulls"])
 
 
 def stratum(row: Row, gate: float) -> str:

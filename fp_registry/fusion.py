@@ -113,6 +113,6 @@ def fused_evidence(ref: dict[str, Any], calibration: Calibration | None, bb_scor
            "match": bool(score >= cal.threshold)}
     if fused.get("rule") == "strata":
         where = stratum(wb, ref.get("nulls", {}))
-        tau = {"W": -math.inf, "S": float(fused["stratum_threshold"]), "O": calibration.threshold}[where]
-        out |= {"stratum": where, "match": bool(where == "W" or bb_score >= tau)}
+        tau = {"S": float(fused["stratum_threshold"]), "O": calibration.threshold}.get(where)  # W: weights decide
+        out |= {"stratum": where, "match": bool(tau is None or bb_score >= tau)}
     return out
