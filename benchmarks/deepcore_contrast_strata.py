@@ -4,6 +4,7 @@ Usage:
   FP_REGISTRY_CACHE=DIR .venv/bin/python benchmarks/deepcore_contrast_strata.py collect -s digits-mlp \
       --seeds 339,340 -o C.json
   .venv/bin/python benchmarks/deepcore_contrast_strata.py rules C.json [D.json ...]
+  .venv/bin/python benchmarks/deepcore_contrast_strata.py sign C.json [D.json ...]
 
 ``collect`` fingerprints each zoo twice, as ``fpreg evaluate -m deepcore --whitebox`` does (three train replicas,
 the white-box reference from the calibration independents): with the default recipe (``select="least"``: keep the
@@ -11,7 +12,8 @@ candidates the train split's look-alikes agree least on) and with ``select="cont
 split's copies agree). For every calibration and test model it stores both DeepCore scores (kappa) and the
 white-box statistics in null-spread units, which do not depend on the core points. ``rules`` scores issue 7's bar
 (MIR <= 0.05 and no same-architecture false match, thresholds from the calibration split only) under the adopted
-fused decision (ST, :mod:`deepcore_strata`) and under the black box alone (D), for both selections.
+fused decision (ST, :mod:`deepcore_strata`) and under the black box alone (D), for both selections. ``sign``
+compares the two selections zoo by zoo (pre-registration 11): W, L and the one-sided exact sign-test p.
 
 Why contrast again: it was checked on 2026-11-24 (before stop 20), before the ensemble optimisation and the stratum
 rule existed, and met the bar on one zoo more than the default where its rule asked for three. Under ST every miss
@@ -20,6 +22,7 @@ students, and ``least`` never asks the copies anything.
 """
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -65,5 +68,18 @@ def rules(paths: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def sign_test(paths: list[str]) -> None:
+    """Prints, under D and ST, the zoos where contrast meets the bar and least does not (W), the reverse (L), and p."""
+    counts = rules(paths)
+    for rule in ("D", "ST"):
+        c, least = set(counts[f"{rule}/contrast"]["met_on"]), set(counts[f"{rule}/least"]["met_on"])
+        w, lo = len(c - least), len(least - c)
+        p = sum(math.comb(w + lo, k) for k in range(w, w + lo + 1)) / 2 ** (w + lo)
+        print(f"{rule}: W {w} {sorted(c - least)}, L {lo} {sorted(least - c)}, one-sided sign-test p {p:.4f}")
+
+
 if __name__ == "__main__":
-    main(collect_zoo, rules, __doc__)
+    if sys.argv[1:2] == ["sign"]:
+        sign_test(sys.argv[2:])
+    else:
+        main(collect_zoo, rules, __doc__)
