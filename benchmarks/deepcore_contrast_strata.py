@@ -7,9 +7,10 @@ Usage:
   .venv/bin/python benchmarks/deepcore_contrast_strata.py sign C.json [D.json ...]
 
 ``collect`` fingerprints each zoo twice, as ``fpreg evaluate -m deepcore --whitebox`` does (three train replicas,
-the white-box reference from the calibration independents): with the default recipe (``select="least"``: keep the
-candidates the train split's look-alikes agree least on) and with ``select="contrast"`` (also ask that the train
-split's copies agree). For every calibration and test model it stores both DeepCore scores (kappa) and the
+the white-box reference from the calibration independents), the rest of the recipe the default: with
+``select="least"`` (keep the candidates the train split's look-alikes agree least on; the default until stop
+28) and with ``select="contrast"`` (also ask that the train split's copies agree; the default since
+pre-registration 11). For every calibration and test model it stores both DeepCore scores (kappa) and the
 white-box statistics in null-spread units, which do not depend on the core points. ``rules`` scores issue 7's bar
 (MIR <= 0.05 and no same-architecture false match, thresholds from the calibration split only) under the adopted
 fused decision (ST, :mod:`deepcore_strata`) and under the black box alone (D), for both selections. ``sign``
@@ -32,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from deepcore_rescore import owner_and_zoo  # noqa: E402
 from deepcore_strata import bar, decision_rules, load_zoos, main, tally, whitebox_t  # noqa: E402
 
-#: the two selections compared; everything else is the default recipe
-SELECTIONS = {"least": {}, "contrast": {"select": "contrast"}}
+#: the two selections compared, both named so that a change of the default cannot swap them
+SELECTIONS = {"least": {"select": "least"}, "contrast": {"select": "contrast"}}
 
 
 def collect_zoo(scenario: str, seed: int) -> dict[str, Any]:

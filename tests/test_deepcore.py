@@ -43,6 +43,19 @@ def test_similarity_flags_copies_not_homologous(models: dict, digits: dict, simi
         assert not v.is_match, (name, v.score, v.threshold)
 
 
+def test_float_default_selects_with_the_train_split_copies(models: dict, digits: dict) -> None:
+    """``select="auto"`` is stored as contrast for float owners: the train split's copies join the selection."""
+    members = [ZooModel("hom1", models["hom1"], False, "homologous", "train"),
+               ZooModel("tuned", models["tuned"], True, "finetune", "train")]
+    members += [ZooModel(n, models[n], n == "copy", "homologous", "calibration") for n in ("hom2", "copy")]
+    fp = fpr.fingerprint(models["owner"], method="deepcore", zoo=Zoo(members), n_points=40, n_candidates=200,
+                         progress=False, **digits)
+    assert fp.settings["select"] == "contrast"
+    assert fp.info["selected_by"] == "1 independent models of the zoo's train split + 1 derived models"
+    assert fp.verify(models["copy"]).is_match
+    assert not any(fp.verify(models[n]).is_match for n in ("hom3", "hom4"))
+
+
 def test_selection_keeps_points_references_disagree_on(models: dict, digits: dict) -> None:
     """Selected points separate copies from unseen homologous models more than unselected candidates do."""
     # 40 of 600 candidates: the default recipe keeps 1 in 30, and with only 1 in 5 kept at eps 0.05 the unselected
@@ -164,6 +177,7 @@ def test_token_deepcore_selects_int64_points(bert: dict[str, Any], tmp_path: Any
                          token_candidates=120, steps=12, progress=False)
     core = fp.tensors["core"]["x"]
     assert core.dtype == torch.int64 and fp.spec["input_kind"] == "int64" and len(core) == 30
+    assert fp.settings["select"] == "least"  # contrast is the default for float owners only
     assert fp.info["selected_by"] == "1 independent models of the zoo's train split"
     assert fp.info["reference_similarity"] < fp.info["reference_similarity_all"]
     tuned, unseen = fp.verify(bert["tuned"]), fp.verify(bert["hom3"])
