@@ -80,9 +80,4 @@ def sign_test(paths: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["sign"]:
-        if not sys.argv[2:]:
-            sys.exit("usage: deepcore_contrast_strata.py sign C.json [D.json ...] (files written by collect)")
-        sign_test(sys.argv[2:])
-    else:
-        main(collect_zoo, rules, __doc__)
+    main(collect_zoo, rules, __doc__, {"sign": sign_test})

@@ -126,11 +126,13 @@ def tally(out: dict[str, dict[str, Any]], name: str, seed: str, result: tuple[bo
 
 
 def main(collect: Callable[[str, int], dict[str, Any]] = collect_zoo,
-         score: Callable[[list[str]], dict[str, dict[str, Any]]] = rules, doc: str = __doc__) -> None:
-    """The command line; later checks pass their own ``collect`` and ``score`` (the defaults are this check's)."""
+         score: Callable[[list[str]], dict[str, dict[str, Any]]] = rules, doc: str = __doc__,
+         commands: dict[str, Callable[[list[str]], None]] | None = None) -> None:
+    """The command line; later checks pass their own ``collect``, ``score`` and extra ``commands`` on files."""
+    commands = commands or {}
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
-    ap.add_argument("cmd", choices=("collect", "rules"))
-    ap.add_argument("paths", nargs="*", help="rules: files written by collect")
+    ap.add_argument("cmd", choices=("collect", "rules", *commands))
+    ap.add_argument("paths", nargs="*", help="rules and the extra commands: files written by collect")
     ap.add_argument("-s", "--scenario", help="collect: the scenario")
     ap.add_argument("--seeds", help="collect: zoo seeds, comma-separated")
     ap.add_argument("-o", "--out", help="collect: the JSON file to extend")
@@ -144,6 +146,10 @@ def main(collect: Callable[[str, int], dict[str, Any]] = collect_zoo,
                 write_atomic(out, done)
                 print(seed, flush=True)
         return
+    if not a.paths:
+        ap.error(f"{a.cmd} needs the files written by collect")
+    if a.cmd in commands:
+        return commands[a.cmd](a.paths)
     counts = score(a.paths)
     print(json.dumps(counts, indent=1) if os.environ.get("JSON") else
           "\n".join(f"{k}: bar met {v['met']} / {v['zoos']}, zoos with a false match {v['false_match']}, "
