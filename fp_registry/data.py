@@ -1,6 +1,7 @@
 """Datasets bundled with scikit-learn, split once into the owner's part and a disjoint "other" part."""
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,10 +78,14 @@ def load_data_arg(value: str) -> tuple[np.ndarray, np.ndarray | None]:
     if path.suffix == ".npz":
         if not path.exists():
             raise UsageError(f"data file {value} does not exist", "pass a bundled dataset name or an existing .npz")
-        with np.load(path, allow_pickle=False) as f:
-            if "X" not in f:
-                raise UsageError(f"{value} has no array named X", "save it with np.savez(path, X=..., y=...)")
-            return f["X"].astype(np.float32), f["y"] if "y" in f else None
+        try:
+            with np.load(path, allow_pickle=False) as f:  # object arrays would unpickle: refused
+                if "X" not in f:
+                    raise UsageError(f"{value} has no array named X", "save it with np.savez(path, X=..., y=...)")
+                return f["X"].astype(np.float32), f["y"] if "y" in f else None
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+            raise UsageError(f"{value} is not a readable .npz of numeric arrays ({type(exc).__name__})",
+                             "save it with np.savez(path, X=..., y=...)") from None
     ds = load_dataset(value)
     x, y = ds.owner
     return x.numpy(), None if y is None else y.numpy()

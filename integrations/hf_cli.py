@@ -8,6 +8,10 @@ from typing import Any
 
 import click
 
+from fp_registry.cli import TASK_CHOICE
+
+from .protect_inputs import ProtectInputs, owner_data_kwargs, reference_models
+
 VAULT_HELP = "private vault repo ORG/VAULT holding the protected entries ($FP_REGISTRY_HF_VAULT)"
 
 
@@ -20,25 +24,25 @@ def vault_uri(vault: str) -> str:
 
 
 def protect_repo(repo: str, vault: str, method: str = "ipguard", scenario: str = "digits-mlp",
-                 negatives: list[Any] | None = None, claim: bool = False, **settings: Any) -> Any:
-    """Download ``hf://REPO``, fingerprint it on the scenario's owner data and store the entry in the vault."""
+                 negatives: list[Any] | None = None, claim: bool = False, inputs: ProtectInputs | None = None,
+                 **settings: Any) -> Any:
+    """Download ``hf://REPO``, fingerprint it on ``inputs`` (default: ``scenario``'s owner data and references)
+    and store the entry in the vault. ``negatives`` (in-memory models) replace the references of ``inputs``."""
     from fp_registry.fingerprints import fingerprint
-    from fp_registry.methods import get_method_class
-    from fp_registry.scenarios import owner_inputs, train_owner
 
     from .hf_backend import HfVault, claim_in_card
     from .hf_loader import load_hf, parse_uri, resolve
 
+    inputs = inputs or ProtectInputs(scenario=scenario)
+    # the owner data and references first: a wrong option fails before the model is downloaded
+    kwargs = owner_data_kwargs(inputs)
+    negatives = reference_models(inputs, method, 3) if negatives is None else negatives
     name, rev = parse_uri(repo)
     sha, _ = resolve(name, rev)
     model = load_hf(f"hf://{name}@{sha}")
-    if negatives is None and get_method_class(method).zoo_use == "calibrate":
-        # independent models of the task show what "unrelated" looks like (seeds 1000+); methods that train on a
-        # zoo (metav) get their full zoo built (and cached) by fingerprint() instead
-        negatives = [train_owner(scenario, seed=1000 + i) for i in range(3)]
     # whitebox: nulls of the CKA / weight-Gram statistics, so scans that download a suspect's weights add them
-    fp = fingerprint(model, method=method, negatives=negatives, progress=False, whitebox=True,
-                     **owner_inputs(scenario), **settings)
+    fp = fingerprint(model, method=method, negatives=negatives, progress=False, whitebox=True, **kwargs,
+                     **settings)
     entry = HfVault(vault_uri(vault)).put(fp, f"hf://{name}@{sha}")
     if claim:
         claim_in_card(name, entry)
@@ -66,13 +70,24 @@ def hf_group() -> None:
 @click.argument("repo", metavar="ORG/REPO[@REV]")
 @click.option("--vault", required=True, default=_vault_default, help=VAULT_HELP)
 @click.option("--method", "-m", default="ipguard", show_default=True, help="any registered method")
-@click.option("--scenario", default="digits-mlp", show_default=True, help="owner data and reference task")
+@click.option("--scenario", default="digits-mlp", show_default=True,
+              help="embedded owner data and reference models (without --data)")
+@click.option("--data", "-d", help="the owner's own data instead of a scenario's: an .npz with X (and y) or a "
+                                   "bundled dataset name")
+@click.option("--negative", "negatives", multiple=True, metavar="MODEL",
+              help="an independent reference model of the same task, e.g. hf://ORG/REPO (repeatable; needed with "
+                   "--data)")
+@click.option("--task", "-t", type=TASK_CHOICE, default="classification", show_default=True,
+              help="the owner's task (with --data)")
 @click.option("--claim/--no-claim", default=False, show_default=True,
               help="add a digest-only fingerprint claim to the public model card")
-def protect_cmd(repo: str, vault: str, method: str, scenario: str, claim: bool) -> None:
+def protect_cmd(repo: str, vault: str, method: str, scenario: str, data: str | None, negatives: tuple[str, ...],
+                task: str, claim: bool) -> None:
     """Download a model, fingerprint it and upload the entry to the private vault."""
-    entry = protect_repo(repo, vault, method=method, scenario=scenario, claim=claim)
-    click.echo(f"protected {entry.model_uri} as {entry.entry_id} with {entry.method} (digest {entry.digest[:12]})")
+    inputs = ProtectInputs(scenario=scenario, data=data, negatives=negatives, task=task)
+    entry = protect_repo(repo, vault, method=method, claim=claim, inputs=inputs)
+    click.echo(f"protected {entry.model_uri} as {entry.entry_id} with {entry.method} on {inputs.describe()} "
+               f"(digest {entry.digest[:12]})")
 
 
 @hf_group.command("check")

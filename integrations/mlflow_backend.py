@@ -148,7 +148,7 @@ def verdict_tags(verdict: Verdict, entry: RegistryEntry | None) -> dict[str, str
             "method": verdict.method, "checked_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     reason = verdict.evidence.get("reason") or verdict.evidence.get("error")
     if reason:
-        tags["reason"] = str(reason)[:250]
+        tags["reason"] = str(reason)[:500]  # long enough for the next step it names; MLflow allows 100k
     for key, ev in (verdict.evidence.get("whitebox") or {}).items():  # white-box evidence beside the verdict
         if isinstance(ev, dict) and "score" in ev:
             tags[f"whitebox.{key}"] = num(ev["score"])

@@ -5,7 +5,13 @@ import os
 
 import click
 
+from fp_registry.cli import TASK_CHOICE
+
 DEFAULT_URI = "mlflow+" + os.environ.get("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+
+
+DATA_HELP = ("the owner's own data instead of a scenario's: an .npz with X (and y), a bundled dataset name, or an "
+             "MLflow artifact URI of an .npz (runs:/RUN_ID/PATH.npz)")
 
 
 def _split(ref: str) -> tuple[str, str]:
@@ -23,16 +29,25 @@ def mlflow_group() -> None:
 @mlflow_group.command("protect")
 @click.argument("ref", metavar="NAME/VERSION")
 @click.option("--method", "-m", default="ipguard", show_default=True, help="ipguard or metav (any registered method)")
-@click.option("--scenario", default="digits-mlp", show_default=True, help="owner data and reference task")
+@click.option("--scenario", default="digits-mlp", show_default=True,
+              help="embedded owner data and reference models (without --data)")
+@click.option("--data", "-d", help=DATA_HELP)
+@click.option("--negative", "negatives", multiple=True, metavar="MODEL",
+              help="an independent reference model of the same task (repeatable; needed with --data)")
+@click.option("--task", "-t", type=TASK_CHOICE, default="classification", show_default=True,
+              help="the owner's task (with --data)")
 @click.option("--registry", "-r", default=DEFAULT_URI, show_default=True, help="mlflow+http://HOST:PORT")
-def protect_cmd(ref: str, method: str, scenario: str, registry: str) -> None:
+def protect_cmd(ref: str, method: str, scenario: str, data: str | None, negatives: tuple[str, ...], task: str,
+                registry: str) -> None:
     """Fingerprint a registered version and store the fingerprint beside it (artifacts + tags)."""
     from .mlflow_backend import MlflowBackend
     from .mlflow_ops import protect_version
+    from .protect_inputs import ProtectInputs
 
     name, version = _split(ref)
-    entry = protect_version(MlflowBackend(registry), name, version, method=method, scenario=scenario)
-    click.echo(f"protected {entry.entry_id} with {entry.method} (digest {entry.digest[:12]})")
+    inputs = ProtectInputs(scenario=scenario, data=data, negatives=negatives, task=task)
+    entry = protect_version(MlflowBackend(registry), name, version, method=method, inputs=inputs)
+    click.echo(f"protected {entry.entry_id} with {entry.method} on {inputs.describe()} (digest {entry.digest[:12]})")
 
 
 @mlflow_group.command("check")

@@ -3,30 +3,28 @@ from __future__ import annotations
 
 from typing import Any
 
+from fp_registry.errors import NotApplicableError, ShapeMismatchError, UsageError
 from fp_registry.records import RegistryEntry, UploadEvent, Verdict
 
 from .mlflow_backend import TAG, MlflowBackend, verdict_tags
+from .protect_inputs import ProtectInputs, fingerprint_inputs
 
 
 def protect_version(backend: MlflowBackend, name: str, version: str, method: str = "ipguard",
-                    scenario: str = "digits-mlp", n_negatives: int = 9, **settings: Any) -> RegistryEntry:
-    """Fingerprint ``models:/NAME/VERSION`` on the scenario's owner data and store it beside the version."""
+                    scenario: str = "digits-mlp", n_negatives: int = 9, inputs: ProtectInputs | None = None,
+                    **settings: Any) -> RegistryEntry:
+    """Fingerprint ``models:/NAME/VERSION`` on ``inputs`` (default: ``scenario``'s owner data and references) and
+    store it beside the version."""
     from fp_registry.fingerprints import fingerprint
     from fp_registry.loading import load_model
-    from fp_registry.scenarios import owner_inputs, train_owner
 
     uri = f"models:/{name}/{version}"
+    inputs = inputs or ProtectInputs(scenario=scenario)
+    # the owner data and references first: a wrong tag fails before the model is downloaded
+    kwargs = fingerprint_inputs(inputs, method, n_negatives, backend.tracking_uri)
     model = load_model(uri, tracking_uri=backend.tracking_uri)
-    from fp_registry.methods import get_method_class
-
-    extra: dict[str, Any] = {}
-    if get_method_class(method).zoo_use == "calibrate":
-        # Independent models of the same task tell the method what "unrelated" looks like (seeds 1000+ are never
-        # used as test suspects); methods that train on a zoo (metav) build and cache their own zoo instead.
-        extra["negatives"] = [train_owner(scenario, seed=1000 + i) for i in range(n_negatives)]
     # whitebox: nulls of the CKA / weight-Gram statistics, so checks of suspects with weights add them
-    fp = fingerprint(model, method=method, progress=False, whitebox=True, **owner_inputs(scenario), **extra,
-                     **settings)
+    fp = fingerprint(model, method=method, progress=False, whitebox=True, **kwargs, **settings)
     return backend.put(fp, uri)
 
 
@@ -62,27 +60,39 @@ def unchecked_versions(backend: MlflowBackend) -> list[tuple[str, str]]:
     return sorted(out)
 
 
-def auto_protect(backend: MlflowBackend, name: str) -> tuple[str | None, str | None]:
-    """(method, scenario) from the registered model's ``fp_registry.protect`` / ``fp_registry.scenario`` tags."""
+def auto_protect(backend: MlflowBackend, name: str, default_scenario: str) -> tuple[str | None, ProtectInputs]:
+    """The method of the registered model's ``fp_registry.protect`` tag (None: check, do not protect) and the
+    inputs its ``fp_registry.scenario`` / ``data`` / ``negatives`` / ``task`` tags name."""
     rm = backend._call("get_registered_model", backend.client.get_registered_model, name)
     tags = dict(rm.tags) if rm is not None else {}
-    return tags.get(TAG + "protect") or None, tags.get(TAG + "scenario") or None
+    return tags.get(TAG + "protect") or None, ProtectInputs.from_tags(tags, TAG, default_scenario)
 
 
 def process_version(backend: MlflowBackend, name: str, version: str, config: dict[str, Any] | None = None,
                     event: UploadEvent | None = None) -> list[Verdict]:
     """What the worker does for a new version: protect it if its model asks for that, otherwise check it."""
     cfg = config or {}
-    method, scenario = auto_protect(backend, name)
-    if method:
-        # the model's own scenario tag wins: one worker serves owners of different tasks and input kinds
-        scenario = scenario or cfg.get("scenario", "digits-mlp")
-        entry = protect_version(backend, name, version, method=method, scenario=scenario,
+    # the model's own tags win over the worker's scenario: one worker serves owners of different tasks
+    method, inputs = auto_protect(backend, name, cfg.get("scenario", "digits-mlp"))
+    if not method:
+        return check_version(backend, name, version, event=event, config=cfg)
+    suspect = f"models:/{name}/{version}"
+    try:
+        entry = protect_version(backend, name, version, method=method, inputs=inputs,
                                 n_negatives=int(cfg.get("n_negatives", 9)))
-        v = Verdict.skipped(f"protected with {method}", method=method, entry_id=entry.entry_id,
-                            suspect=f"models:/{name}/{version}")
-        tags = {k: val for k, val in verdict_tags(v, None).items() if k.endswith(("verdict", "checked_at"))}
-        for key in sorted(tags, key=lambda k: k == TAG + "verdict"):  # the verdict tag last, as everywhere
-            backend._call("tag", backend.client.set_model_version_tag, name, version, key, tags[key])
+    except (UsageError, NotApplicableError, ShapeMismatchError) as exc:
+        # a wrong tag or an unfit method does not heal on retry: say so on the version, where its owner looks
+        v = Verdict.error(f"not protected: {exc.one_line()}; then run fpreg mlflow protect {name}/{version}",
+                          method=method, suspect=suspect)
+        _tag(backend, name, version, verdict_tags(v, None))
         return [v]
-    return check_version(backend, name, version, event=event, config=cfg)
+    v = Verdict.skipped(f"protected with {method} on {inputs.describe()}", method=method, entry_id=entry.entry_id,
+                        suspect=suspect)
+    _tag(backend, name, version, {k: val for k, val in verdict_tags(v, None).items()
+                                  if k.endswith(("verdict", "checked_at"))})
+    return [v]
+
+
+def _tag(backend: MlflowBackend, name: str, version: str, tags: dict[str, str]) -> None:
+    for key in sorted(tags, key=lambda k: k == TAG + "verdict"):  # the verdict tag last, as everywhere
+        backend._call("tag", backend.client.set_model_version_tag, name, version, key, tags[key])

@@ -192,6 +192,27 @@ def test_protect_repo_with_card_claim_then_check(world, digits_independent):
     assert check_repo("acme/owner", "acme/vault2") == []  # its own entry is left out
 
 
+def test_cli_protects_on_the_owners_own_data_and_hub_references(world, digits_independent, tmp_path, capsys):
+    import numpy as np
+
+    from fp_registry.cli import run
+    from fp_registry.integrations.hf_cli import check_repo
+    from fp_registry.scenarios import owner_inputs
+
+    kw = owner_inputs("digits-mlp")  # stands in for data of the owner's own, saved as an .npz
+    np.savez(tmp_path / "own.npz", X=kw["data"].numpy(), y=kw["labels"].numpy())
+    refs = []
+    for i, model in enumerate(digits_independent[:3]):
+        push_reference(model, f"acme/ref{i}")
+        refs += ["--negative", f"hf://acme/ref{i}"]
+    args = ["hf", "protect", "acme/owner", "--vault", "acme/vault-own-data", "--data", str(tmp_path / "own.npz")]
+    assert run(args) == 4 and "--negative MODEL" in capsys.readouterr().err  # no references: refused
+    assert run(args + refs) == 0, capsys.readouterr().err
+    assert f"on data {tmp_path / 'own.npz'}" in capsys.readouterr().out
+    assert [v.label for v in check_repo("pirate/digits-ft", "acme/vault-own-data")] == ["match"]
+    assert [v.label for v in check_repo("other/digits-indep", "acme/vault-own-data")] == ["clean"]
+
+
 def test_prefilter_rules():
     from fp_registry.integrations.hf_scan import fits, io_spec
 
