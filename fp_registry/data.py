@@ -82,10 +82,15 @@ def load_data_arg(value: str) -> tuple[np.ndarray, np.ndarray | None]:
             with np.load(path, allow_pickle=False) as f:  # object arrays would unpickle: refused
                 if "X" not in f:
                     raise UsageError(f"{value} has no array named X", "save it with np.savez(path, X=..., y=...)")
-                return f["X"].astype(np.float32), f["y"] if "y" in f else None
+                return _features(f["X"]), f["y"] if "y" in f else None
         except (OSError, ValueError, zipfile.BadZipFile) as exc:
             raise UsageError(f"{value} is not a readable .npz of numeric arrays ({type(exc).__name__})",
                              "save it with np.savez(path, X=..., y=...)") from None
     ds = load_dataset(value)
     x, y = ds.owner
     return x.numpy(), None if y is None else y.numpy()
+
+
+def _features(x: np.ndarray) -> np.ndarray:
+    """Token ids stay int64 (text owners are queried with ids, never floats); anything else becomes float32."""
+    return x.astype(np.int64) if np.issubdtype(x.dtype, np.integer) else x.astype(np.float32)

@@ -72,6 +72,17 @@ def test_wrong_vocabulary_or_outputs_is_a_clear_error(fp: Any) -> None:
         fp.verify(TinyBert(n_classes=3))
 
 
+def test_own_token_data_from_an_npz_stays_token_ids(tmp_path: Any, text: dict[str, Any]) -> None:
+    from fp_registry.data import load_data_arg
+
+    np.savez(tmp_path / "own.npz", X=text["x"].numpy().astype(np.int32), y=text["y"].numpy())
+    x, y = load_data_arg(str(tmp_path / "own.npz"))
+    assert x.dtype == np.int64 and np.array_equal(x, text["x"].numpy())
+    own = fpr.fingerprint(text["owner"], method="textprobe", data=x, labels=y, negatives=text["neg"], n_points=16,
+                          steps=5, progress=False)
+    assert own.spec["input_kind"] == "int64" and own.verify(text["tuned"]).score > own.verify(text["indep"]).score
+
+
 def test_tafa_refuses_bert(text: dict[str, Any]) -> None:
     with pytest.raises(NotApplicableError, match="GELU"):
         fpr.fingerprint(text["owner"], method="tafa", data=text["x"], labels=text["y"], progress=False)
