@@ -2,7 +2,9 @@
 run artifact, its reference models as registered versions, named by tags or on the command line."""
 from __future__ import annotations
 
-import numpy as np
+import runpy
+from pathlib import Path
+
 import pytest
 
 pytest.importorskip("mlflow")
@@ -11,7 +13,8 @@ import torch  # noqa: E402
 from conftest_mlflow import register_model_version, server_fixture  # noqa: E402
 
 torch.set_num_threads(1)
-WINE_MLP = {"in_features": 13, "hidden": [32], "out_features": 3}
+#: the example's helpers: a wine classifier (the owner's own task) and its data logged to a run
+EXAMPLE = runpy.run_path(str(Path(__file__).resolve().parents[1] / "examples" / "protect_own_model.py"))
 
 
 @pytest.fixture(scope="module")
@@ -19,44 +22,24 @@ def server(tmp_path_factory):
     yield from server_fixture(tmp_path_factory)
 
 
-def _wine_model(seed: int, x: np.ndarray, y: np.ndarray, parent: torch.nn.Module | None = None) -> torch.nn.Module:
-    """A wine classifier trained from seed ``seed``, or ``parent`` fine-tuned for two epochs (a copy)."""
-    import copy
-
-    from fp_registry import nets
-    from fp_registry.training import fit
-
-    torch.manual_seed(seed)
-    model = copy.deepcopy(parent) if parent is not None else nets.build("mlp", WINE_MLP)
-    return fit(model, "classification", torch.from_numpy(x), torch.from_numpy(y), epochs=2 if parent else 40,
-               lr=1e-3 if parent else 1e-2, seed=seed)
-
-
 @pytest.fixture(scope="module")
 def wine(server, tmp_path_factory):
-    """Owner, three reference versions, a copy and an independent model; the owner data logged to a run."""
+    """Owner, three reference versions, the owner data logged to a run, and a corrupt .npz beside it."""
     import mlflow
 
     from fp_registry.data import load_data_arg
 
     x, y = load_data_arg("wine")
-    path = tmp_path_factory.mktemp("owner") / "wine.npz"
-    np.savez(path, X=x, y=y)
-    mlflow.set_tracking_uri(server)
-    corrupt = path.with_name("corrupt.npz")
-    corrupt.write_bytes(b"PK\x03\x04 not a zip archive")
-    with mlflow.start_run() as run:
-        mlflow.log_artifact(str(path), artifact_path="owner_data")
-        mlflow.log_artifact(str(corrupt), artifact_path="owner_data")
-    owner = _wine_model(0, x, y)
+    tmp = tmp_path_factory.mktemp("owner")
+    data = EXAMPLE["log_owner_data"](server, x, y, tmp)
+    (tmp / "corrupt.npz").write_bytes(b"PK\x03\x04 not a zip archive")
+    with mlflow.start_run(run_id=data.split("/")[1]):
+        mlflow.log_artifact(str(tmp / "corrupt.npz"), artifact_path="owner_data")
     example = torch.from_numpy(x[:2])
-    refs = [f"models:/wine-ref/{register_model_version(server, 'wine-ref', _wine_model(s, x, y), example)}"
+    refs = [f"models:/wine-ref/{register_model_version(server, 'wine-ref', EXAMPLE['wine_model'](s, x, y), example)}"
             for s in (1, 2, 3)]
-    return {"x": x, "y": y, "npz": str(path), "data": f"runs:/{run.info.run_id}/owner_data/wine.npz",
-            "corrupt": f"runs:/{run.info.run_id}/owner_data/corrupt.npz",
-            "refs": refs, "owner": owner, "example": example,
-            "copy": register_model_version(server, "wine-copy", _wine_model(5, x, y, parent=owner), example),
-            "ind": register_model_version(server, "wine-ind", _wine_model(9, x, y), example)}
+    return {"npz": str(tmp / "wine.npz"), "data": data, "corrupt": data.replace("wine.npz", "corrupt.npz"),
+            "refs": refs, "owner": EXAMPLE["wine_model"](0, x, y), "example": example}
 
 
 def _backend(server: str):
@@ -65,25 +48,19 @@ def _backend(server: str):
     return MlflowBackend(f"mlflow+{server}")
 
 
-def test_tags_name_the_owner_data_and_references(server, wine):
+def test_tags_name_the_owner_data_and_references(server, tmp_path):
     import mlflow
 
-    from fp_registry.integrations.mlflow_ops import check_version, process_version
-
-    c = mlflow.MlflowClient(server)
-    c.create_registered_model("wine-owner", tags={"fp_registry.protect": "ipguard", "fp_registry.data": wine["data"],
-                                                  "fp_registry.negatives": ",".join(wine["refs"])})
-    version = register_model_version(server, "wine-owner", wine["owner"], wine["example"])
-    [v] = process_version(_backend(server), "wine-owner", version)
-    assert v.status == "skipped" and v.evidence["reason"] == f"protected with ipguard on data {wine['data']}"
-    tags = dict(c.get_model_version("wine-owner", version).tags)
+    rows = EXAMPLE["run"](server, tmp_path)  # the example: protect through tags, then a copy and an independent
+    assert [r["verdict"] for r in rows] == ["skipped", "match", "clean"], rows
+    owner = rows[0]["version"].split("/")[-1]
+    tags = dict(mlflow.MlflowClient(server).get_model_version("wine-classifier", owner).tags)
     assert tags["fp_registry.protected"] == "true" and tags["fp_registry.verdict"] == "skipped"
-
-    [copy] = check_version(_backend(server), "wine-copy", wine["copy"])
-    [ind] = check_version(_backend(server), "wine-ind", wine["ind"])
-    assert copy.label == "match" and ind.label == "clean", (copy.score, ind.score, copy.threshold)
-    [entry] = [e for e in _backend(server).entries() if e.model_uri == f"models:/wine-owner/{version}"]
-    assert len(_backend(server).load(entry).calibration.negative_scores) == 3  # the three named references
+    backend = _backend(server)
+    [entry] = [e for e in backend.entries() if e.model_uri == f"models:/wine-classifier/{owner}"]
+    assert len(backend.load(entry).calibration.negative_scores) == 3  # the three named references
+    copy = dict(mlflow.MlflowClient(server).get_model_version("pirate-wine-finetuned", "1").tags)
+    assert copy["fp_registry.verdict"] == "match" and copy["fp_registry.matched"] == f"wine-classifier/{owner}"
 
 
 @pytest.mark.parametrize("case, expected", [("missing", "cannot download owner data"),
