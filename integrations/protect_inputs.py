@@ -25,13 +25,15 @@ class ProtectInputs:
     data: str | None = None
     negatives: tuple[str, ...] = ()
     task: str = "classification"
+    #: whether ``data`` may be a file of this machine; False for tags, which registry users write
+    local_files: bool = True
 
     @classmethod
     def from_tags(cls, tags: dict[str, str], prefix: str, default_scenario: str) -> "ProtectInputs":
         """From ``PREFIX.scenario|data|negatives|task`` tags (negatives comma-separated)."""
         negatives = tuple(u.strip() for u in tags.get(prefix + "negatives", "").split(",") if u.strip())
         return cls(scenario=tags.get(prefix + "scenario") or default_scenario, data=tags.get(prefix + "data") or None,
-                   negatives=negatives, task=tags.get(prefix + "task") or "classification")
+                   negatives=negatives, task=tags.get(prefix + "task") or "classification", local_files=False)
 
     def describe(self) -> str:
         """Where the owner data comes from, for messages (never the data itself)."""
@@ -52,7 +54,7 @@ def owner_data_kwargs(inputs: ProtectInputs, tracking_uri: str | None = None) ->
         from fp_registry.scenarios import owner_inputs
 
         return owner_inputs(inputs.scenario)
-    x, y = load_owner_data(inputs.data, tracking_uri)
+    x, y = load_owner_data(inputs.data, tracking_uri, inputs.local_files)
     return {"task": inputs.task, "data": x, "labels": y}
 
 
@@ -67,6 +69,10 @@ def reference_models(inputs: ProtectInputs, method: str, n: int, tracking_uri: s
     if get_method_class(method).zoo_use != "calibrate":
         return None
     if inputs.negatives:
+        local = [u for u in inputs.negatives if not u.startswith(("models:/", "hf://", "scenario://"))]
+        if local and not inputs.local_files:  # as for data: the worker loads no files of its own for taggers
+            raise UsageError(f"fp_registry.negatives names {local[0]}, which is not a registry model URI",
+                             "name registered versions (models:/NAME/VERSION) or Hub repos (hf://ORG/REPO)")
         return [(uri, _load_reference(uri, tracking_uri)) for uri in inputs.negatives]
     if inputs.data is not None:
         raise UsageError(f"method {method} calibrates on independent reference models and none were named",
@@ -90,11 +96,16 @@ def _load_reference(uri: str, tracking_uri: str | None) -> Any:
             from None
 
 
-def load_owner_data(ref: str, tracking_uri: str | None = None) -> tuple[Any, Any]:
-    """``(X, y)`` from a bundled dataset name, a local ``.npz``, or an ``.npz`` artifact in MLflow."""
-    from fp_registry.data import load_data_arg
+def load_owner_data(ref: str, tracking_uri: str | None = None, local_files: bool = True) -> tuple[Any, Any]:
+    """``(X, y)`` from a bundled dataset name, a local ``.npz`` (if ``local_files``), or an ``.npz`` in MLflow."""
+    from fp_registry.data import DATASETS, load_data_arg
 
     if not ref.startswith(MLFLOW_ARTIFACT_SCHEMES):
+        if not local_files and ref not in DATASETS:
+            # fingerprints carry queries drawn from the data: a tag naming a file of the worker's machine would
+            # let anyone who can tag a model publish that file through the artifact store
+            raise UsageError(f"fp_registry.data {ref} is not an MLflow artifact URI",
+                             "log the .npz to a run and tag runs:/RUN_ID/PATH.npz; the worker reads no local files")
         return load_data_arg(ref)
     if not ref.endswith(".npz"):
         raise UsageError(f"owner data {ref} is not an .npz artifact", "log it with np.savez(path, X=..., y=...) "

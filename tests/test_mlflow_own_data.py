@@ -66,16 +66,20 @@ def test_tags_name_the_owner_data_and_references(server, tmp_path):
 @pytest.mark.parametrize("case, expected", [("missing", "cannot download owner data"),
                                             ("corrupt", "is not a readable .npz"),
                                             ("no references", "fp_registry.negatives"),
-                                            ("unknown reference", "reference model models:/no-such-model/1")])
+                                            ("unknown reference", "reference model models:/no-such-model/1"),
+                                            ("local file", "is not an MLflow artifact URI"),
+                                            ("local reference", "/tmp/ref, which is not a registry model URI")])
 def test_a_wrong_tag_leaves_an_error_verdict_and_no_fingerprint(server, wine, case, expected):
     import mlflow
 
     from fp_registry.integrations.mlflow_ops import process_version, unchecked_versions
 
-    data = {"missing": "runs:/0123456789abcdef/owner_data/wine.npz", "corrupt": wine["corrupt"]}.get(case, wine["data"])
+    data = {"missing": "runs:/0123456789abcdef/owner_data/wine.npz", "corrupt": wine["corrupt"],
+            "local file": wine["npz"]}.get(case, wine["data"])
     tags = {"fp_registry.protect": "ipguard", "fp_registry.data": data}
     if case != "no references":
-        refs = ["models:/no-such-model/1"] if case == "unknown reference" else wine["refs"]
+        bad = {"unknown reference": ["models:/no-such-model/1"], "local reference": ["/tmp/ref"]}
+        refs = bad.get(case, wine["refs"])
         tags["fp_registry.negatives"] = ",".join(refs)
     name = f"wine-{case.replace(' ', '-')}"
     mlflow.MlflowClient(server).create_registered_model(name, tags=tags)
