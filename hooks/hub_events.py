@@ -55,13 +55,20 @@ def idempotency_key(event: UploadEvent) -> str:
 
 
 def hf_processor(vault: str, config: dict[str, Any] | None = None) -> Any:
-    """The worker step for Hub events: check the commit against the vault; verdicts reach ``verdict_ready``."""
+    """The worker step for Hub events: protect the commit if the vault lists its repo, else check it against the
+    vault; verdicts reach ``verdict_ready``."""
     def process(event: UploadEvent) -> list[Verdict]:
         from fp_registry.integrations.hf_backend import HfVault
         from fp_registry.errors import UnsafeFormatError
         from fp_registry.pipeline import handle_upload
 
-        backend = HfVault(vault if vault.startswith("hf://") else f"hf://{vault}", exclude=event.name)
+        from fp_registry.integrations.hf_autoprotect import protect_on_push
+
+        uri = vault if vault.startswith("hf://") else f"hf://{vault}"
+        protected = protect_on_push(uri, event.name, event.version)  # a repo the vault lists: protect, not check
+        if protected is not None:
+            return [_report(protected, event, config)]
+        backend = HfVault(uri, exclude=event.name)
         try:  # other load failures (Hub unreachable) propagate: the queue retries them with backoff
             verdicts = handle_upload(event, backend, config=config)
         except UnsafeFormatError as exc:  # retrying cannot help: report it once

@@ -98,6 +98,33 @@ class HfVault(Backend):
         local = self._call("download fingerprint", download)
         return load_fingerprint(local / entry.fingerprint_path, expected_digest=entry.digest)
 
+    def read_file(self, path: str) -> bytes | None:
+        """A small file at the vault's head (``protect.json``), or None if the vault or the file does not exist."""
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                return self.download_file(path, Path(tmp)).read_bytes()
+            except BackendError as exc:
+                if "NotFoundError" in str(exc):  # RepositoryNotFound / EntryNotFound / RemoteEntryNotFound
+                    return None
+                raise
+
+    def download_file(self, path: str, dst: Path) -> Path:
+        """Download one vault file into ``dst`` (not the shared Hub cache: vault files are the owner's secrets)."""
+        from huggingface_hub import hf_hub_download
+
+        from .hf_loader import endpoint, token
+
+        return Path(self._call(f"download {path}", hf_hub_download, self.repo, path, revision="main", local_dir=dst,
+                               endpoint=endpoint(), token=token()))
+
+    def write_file(self, path: str, body: bytes, message: str) -> None:
+        from .hf_loader import api
+
+        hub = api()
+        self._ensure(hub)
+        self._call(f"upload {path}", hub.upload_file, path_or_fileobj=body, path_in_repo=path, repo_id=self.repo,
+                   commit_message=message)
+
     def record_verdict(self, suspect_uri: str, verdict: Verdict, entry: RegistryEntry | None) -> None:
         """Only matches are written (one small commit each); clean verdicts stay in scan reports."""
         if not verdict.is_match:

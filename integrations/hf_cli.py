@@ -81,13 +81,28 @@ def hf_group() -> None:
               help="the owner's task (with --data)")
 @click.option("--claim/--no-claim", default=False, show_default=True,
               help="add a digest-only fingerprint claim to the public model card")
+@click.option("--on-push", is_flag=True, help="also protect every later commit of the repo (fpreg serve --hf-vault): "
+                                              "lists it in the vault's protect.json, with --data copied to the vault")
 def protect_cmd(repo: str, vault: str, method: str, scenario: str, data: str | None, negatives: tuple[str, ...],
-                task: str, claim: bool) -> None:
+                task: str, claim: bool, on_push: bool) -> None:
     """Download a model, fingerprint it and upload the entry to the private vault."""
     inputs = ProtectInputs(scenario=scenario, data=data, negatives=negatives, task=task)
     entry = protect_repo(repo, vault, method=method, claim=claim, inputs=inputs)
     click.echo(f"protected {entry.model_uri} as {entry.entry_id} with {entry.method} on {inputs.describe()} "
                f"(digest {entry.digest[:12]})")
+    if on_push:
+        from pathlib import Path
+
+        from .hf_autoprotect import remember
+        from .hf_backend import HfVault
+        from .hf_loader import parse_uri
+
+        name = parse_uri(repo)[0]
+        local = Path(data) if data and data.endswith(".npz") else None  # bundled dataset names are kept as names
+        remember(HfVault(vault_uri(vault)), name, {"method": method, "scenario": None if data else scenario,
+                                                   "data": None if local else data, "negatives": list(negatives),
+                                                   "task": task}, data_file=local)
+        click.echo(f"{name} is protected on push: fpreg serve --hf-vault {vault} re-fingerprints each new commit")
 
 
 @hf_group.command("check")

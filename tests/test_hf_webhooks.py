@@ -136,6 +136,71 @@ def test_new_commit_of_finetuned_copy_gives_match_verdict(tmp_path, client, queu
     assert len(recorder.seen) == 2
 
 
+def _deliver(client, hub, repo: str) -> str:
+    """A push webhook for the current head of ``repo``; returns that commit."""
+    sha = hub.repos[repo].head[0]
+    body = variant(repo={**RECORDED["repo"], "name": repo, "headSha": sha},
+                   updatedRefs=[{"ref": "refs/heads/main", "oldSha": "0" * 40, "newSha": sha}])
+    assert client.post("/webhooks/hf", content=json.dumps(body), headers={"X-Webhook-Secret": SECRET}).status_code \
+        == 200
+    return sha
+
+
+def test_repos_protected_on_push_are_fingerprinted_at_each_new_commit(tmp_path, client, queue, plugin, capsys,
+                                                                      digits_owner, digits_finetuned,
+                                                                      digits_independent):
+    import numpy as np
+
+    from fp_registry.cli import run
+    from fp_registry.hooks.hub_events import hf_processor
+    from fp_registry.hooks.worker import run_once
+    from fp_registry.integrations.hf_autoprotect import protect_list
+    from fp_registry.integrations.hf_backend import HfVault
+    from fp_registry.integrations.hf_loader import push_reference
+    from fp_registry.scenarios import owner_inputs
+
+    recorder = Recorder()
+    plugin(recorder, "hf-recorder-push")
+    kw = owner_inputs("digits-mlp")  # stands in for data of the owner's own
+    np.savez(tmp_path / "own.npz", X=kw["data"].numpy(), y=kw["labels"].numpy())
+    with running_hub(tmp_path / "hf-cache") as hub:
+        push_reference(digits_owner, "acme/owner")
+        refs = [a for i, m in enumerate(digits_independent[:3]) for a in ("--negative", push_uri(m, f"acme/ref{i}"))]
+        args = ["hf", "protect", "acme/owner", "--vault", "acme/vault", "--data", str(tmp_path / "own.npz"), *refs]
+        assert run(args + ["--on-push"]) == 0, capsys.readouterr().err
+        assert "protected on push" in capsys.readouterr().out
+        assert {"protect.json", "data/acme-owner.npz"} <= set(hub.repos["acme/vault"].head[1])
+        hub.commit("acme/owner", {"README.md": b"v2"})  # the owner pushes a new version
+        new = _deliver(client, hub, "acme/owner")
+        push_reference(digits_finetuned, "pirate/digits-ft")
+        _deliver(client, hub, "pirate/digits-ft")
+        vault = HfVault("hf://acme/vault")
+        repos = protect_list(vault)  # the owner's entry stays: an exact name wins over a pattern
+        repos["acme/*"] = {"method": "ipguard", "data": "digits"}  # owner data, but no references: cannot work
+        vault.write_file("protect.json", json.dumps({"repos": repos}).encode(), "a pattern without references")
+        push_reference(digits_independent[3], "acme/other")
+        _deliver(client, hub, "acme/other")
+        process = hf_processor("acme/vault")
+        while run_once(queue, process):
+            pass
+        [entry] = vault.entries()
+    assert queue.counts() == {"done": 3}  # the error is reported once, not retried
+    seen = {ev.name: v for v, _, ev in recorder.seen}
+    assert seen["acme/owner"].label == "skipped"
+    assert seen["acme/owner"].evidence["reason"] == "protected with ipguard on data vault:data/acme-owner.npz"
+    assert entry.model_uri == f"hf://acme/owner@{new}"  # re-fingerprinted at the new commit
+    assert seen["pirate/digits-ft"].label == "match"
+    assert seen["acme/other"].label == "error" and "--negative MODEL" in seen["acme/other"].evidence["error"]
+    assert "fpreg hf protect acme/other --on-push" in seen["acme/other"].evidence["error"]
+
+
+def push_uri(model, repo: str) -> str:
+    from fp_registry.integrations.hf_loader import push_reference
+
+    push_reference(model, repo)
+    return f"hf://{repo}"
+
+
 def test_serve_refuses_to_start_without_the_hub_secret(monkeypatch):
     from click.testing import CliRunner
 
