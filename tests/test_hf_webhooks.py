@@ -177,14 +177,17 @@ def test_repos_protected_on_push_are_fingerprinted_at_each_new_commit(tmp_path, 
         vault = HfVault("hf://acme/vault")
         repos = protect_list(vault)  # the owner's entry stays: an exact name wins over a pattern
         repos["acme/*"] = {"method": "ipguard", "data": "digits"}  # owner data, but no references: cannot work
+        repos["acme/gone"] = {"method": "ipguard", "data": "vault:data/gone.npz", "negatives": ["hf://acme/ref0"]}
         vault.write_file("protect.json", json.dumps({"repos": repos}).encode(), "a pattern without references")
         push_reference(digits_independent[3], "acme/other")
         _deliver(client, hub, "acme/other")
+        push_reference(digits_independent[3], "acme/gone")
+        _deliver(client, hub, "acme/gone")
         process = hf_processor("acme/vault")
         while run_once(queue, process):
             pass
         [entry] = vault.entries()
-    assert queue.counts() == {"done": 3}  # the error is reported once, not retried
+    assert queue.counts() == {"done": 4}  # the errors are reported once, not retried
     seen = {ev.name: v for v, _, ev in recorder.seen}
     assert seen["acme/owner"].label == "skipped"
     assert seen["acme/owner"].evidence["reason"] == "protected with ipguard on data vault:data/acme-owner.npz"
@@ -192,6 +195,7 @@ def test_repos_protected_on_push_are_fingerprinted_at_each_new_commit(tmp_path, 
     assert seen["pirate/digits-ft"].label == "match"
     assert seen["acme/other"].label == "error" and "--negative MODEL" in seen["acme/other"].evidence["error"]
     assert "fpreg hf protect acme/other --on-push" in seen["acme/other"].evidence["error"]
+    assert seen["acme/gone"].label == "error" and "vault:data/gone.npz" in seen["acme/gone"].evidence["error"]
 
 
 def push_uri(model, repo: str) -> str:
