@@ -25,7 +25,8 @@ class ProtectInputs:
     data: str | None = None
     negatives: tuple[str, ...] = ()
     task: str = "classification"
-    #: whether ``data`` may be a file of this machine; False for tags, which registry users write
+    #: whether ``data`` and ``negatives`` may be files of this machine; False for MLflow tags and the vault's
+    #: protect.json, which are read by a worker on behalf of whoever wrote them
     local_files: bool = True
 
     @classmethod
@@ -71,7 +72,7 @@ def reference_models(inputs: ProtectInputs, method: str, n: int, tracking_uri: s
     if inputs.negatives:
         local = [u for u in inputs.negatives if not u.startswith(("models:/", "hf://", "scenario://"))]
         if local and not inputs.local_files:  # as for data: the worker loads no files of its own for taggers
-            raise UsageError(f"fp_registry.negatives names {local[0]}, which is not a registry model URI",
+            raise UsageError(f"reference {local[0]} names a file of the worker's machine, which tags may not",
                              "name registered versions (models:/NAME/VERSION) or Hub repos (hf://ORG/REPO)")
         return [(uri, _load_reference(uri, tracking_uri)) for uri in inputs.negatives]
     if inputs.data is not None:
@@ -104,8 +105,9 @@ def load_owner_data(ref: str, tracking_uri: str | None = None, local_files: bool
         if not local_files and ref not in DATASETS:
             # fingerprints carry queries drawn from the data: a tag naming a file of the worker's machine would
             # let anyone who can tag a model publish that file through the artifact store
-            raise UsageError(f"fp_registry.data {ref} is not an MLflow artifact URI",
-                             "log the .npz to a run and tag runs:/RUN_ID/PATH.npz; the worker reads no local files")
+            raise UsageError(f"owner data {ref} names a file of the worker's machine, which tags may not",
+                             "keep it with the registry: a run artifact (runs:/RUN_ID/PATH.npz) or the Hub vault "
+                             "(fpreg hf protect REPO --data FILE.npz --on-push)")
         return load_data_arg(ref)
     if not ref.endswith(".npz"):
         raise UsageError(f"owner data {ref} is not an .npz artifact", "log it with np.savez(path, X=..., y=...) "

@@ -67,8 +67,8 @@ def test_tags_name_the_owner_data_and_references(server, tmp_path):
                                             ("corrupt", "is not a readable .npz"),
                                             ("no references", "fp_registry.negatives"),
                                             ("unknown reference", "reference model models:/no-such-model/1"),
-                                            ("local file", "is not an MLflow artifact URI"),
-                                            ("local reference", "/tmp/ref, which is not a registry model URI")])
+                                            ("local file", "names a file of the worker's machine"),
+                                            ("local reference", "reference /tmp/ref names a file")])
 def test_a_wrong_tag_leaves_an_error_verdict_and_no_fingerprint(server, wine, case, expected):
     import mlflow
 
