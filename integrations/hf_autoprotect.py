@@ -94,7 +94,7 @@ def protect_on_push(vault_uri: str, repo: str, sha: str) -> Any:
     from .hf_cli import protect_repo
 
     vault = HfVault(vault_uri)
-    uri = f"hf://{repo}@{sha}"
+    uri, method = f"hf://{repo}@{sha}", ""
     try:
         settings = protection_for(vault, repo)
         if settings is None:
@@ -104,7 +104,7 @@ def protect_on_push(vault_uri: str, repo: str, sha: str) -> Any:
             entry = protect_repo(f"{repo}@{sha}", vault_uri, method=method, inputs=inputs)
     except (UsageError, NotApplicableError, ShapeMismatchError) as exc:
         return Verdict.error(f"not protected: {exc.one_line()}; fix {PROTECT_FILE} in the vault, then run fpreg hf "
-                             f"protect {repo} --on-push", suspect=uri)
+                             f"protect {repo} --on-push", method=method, suspect=uri)
     where = f"data {settings['data']}" if settings.get("data") else f"scenario {inputs.scenario}"
     return Verdict.skipped(f"protected with {method} on {where}", method=method, entry_id=entry.entry_id,
                            suspect=uri)

@@ -78,7 +78,7 @@ def reference_models(inputs: ProtectInputs, method: str, n: int, tracking_uri: s
     if inputs.data is not None:
         raise UsageError(f"method {method} calibrates on independent reference models and none were named",
                          "name 3 or more models trained independently on the owner's task: --negative MODEL "
-                         "(repeatable) or a comma-separated fp_registry.negatives tag")
+                         "(repeatable), a comma-separated fp_registry.negatives tag, or negatives in protect.json")
     from fp_registry.scenarios import train_owner
 
     return [train_owner(inputs.scenario, seed=1000 + i) for i in range(n)]
