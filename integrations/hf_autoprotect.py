@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from fp_registry.errors import BackendError, UsageError
+from fp_registry.errors import UsageError
 
 from .protect_inputs import ProtectInputs
 
@@ -57,13 +57,10 @@ def inputs_of(vault: Any, settings: dict[str, Any]) -> Iterator[ProtectInputs]:
               "negatives": tuple(settings.get("negatives") or ())}
     if data and str(data).startswith(VAULT_PREFIX):
         with tempfile.TemporaryDirectory() as tmp:  # the owner's data leaves no copy on the worker's disk
-            try:
-                local = vault.download_file(str(data)[len(VAULT_PREFIX):], Path(tmp))
-            except BackendError as exc:
-                if "NotFoundError" not in str(exc):
-                    raise  # the Hub is down: the queue retries
-                raise UsageError(f"{data} of {PROTECT_FILE} is not in vault {vault.repo}",  # no retry heals it
-                                 "protect again with fpreg hf protect REPO --data FILE.npz --on-push") from None
+            local = vault.download_file(str(data)[len(VAULT_PREFIX):], Path(tmp))  # the Hub down: raises, retried
+            if local is None:  # a wrong entry, which no retry heals
+                raise UsageError(f"{data} of {PROTECT_FILE} is not in vault {vault.repo}",
+                                 "protect again with fpreg hf protect REPO --data FILE.npz --on-push")
             yield ProtectInputs(data=str(local), local_files=True, **common)
         return
     yield ProtectInputs(data=data or None, local_files=False, **common)  # a bundled name, never a worker file

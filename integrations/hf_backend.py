@@ -35,9 +35,12 @@ class HfVault(Backend):
         try:
             return fn(*args, **kwargs)
         except Exception as exc:  # huggingface_hub raises HTTP, cache and validation errors
-            raise BackendError(f"Hub vault {self.repo}: {what} failed: {exc.__class__.__name__}: "
-                               f"{str(exc).splitlines()[0][:200] if str(exc) else ''}", self.uri,
-                               "check HF_ENDPOINT, HF_TOKEN (write access to the vault) and the repo id") from exc
+            raise self._failed(what, exc) from exc
+
+    def _failed(self, what: str, exc: Exception) -> BackendError:
+        return BackendError(f"Hub vault {self.repo}: {what} failed: {exc.__class__.__name__}: "
+                            f"{str(exc).splitlines()[0][:200] if str(exc) else ''}", self.uri,
+                            "check HF_ENDPOINT, HF_TOKEN (write access to the vault) and the repo id")
 
     def _ensure(self, api: Any) -> None:
         self._call("create_repo", api.create_repo, self.repo, private=True, exist_ok=True)
@@ -101,21 +104,24 @@ class HfVault(Backend):
     def read_file(self, path: str) -> bytes | None:
         """A small file at the vault's head (``protect.json``), or None if the vault or the file does not exist."""
         with tempfile.TemporaryDirectory() as tmp:
-            try:
-                return self.download_file(path, Path(tmp)).read_bytes()
-            except BackendError as exc:
-                if "NotFoundError" in str(exc):  # RepositoryNotFound / EntryNotFound / RemoteEntryNotFound
-                    return None
-                raise
+            local = self.download_file(path, Path(tmp))
+            return None if local is None else local.read_bytes()
 
-    def download_file(self, path: str, dst: Path) -> Path:
-        """Download one vault file into ``dst`` (not the shared Hub cache: vault files are the owner's secrets)."""
+    def download_file(self, path: str, dst: Path) -> Path | None:
+        """Download one vault file into ``dst`` (not the shared Hub cache: vault files are the owner's secrets);
+        None if the vault or the file does not exist. Other failures (the Hub is down) raise BackendError."""
         from huggingface_hub import hf_hub_download
 
         from .hf_loader import endpoint, token
 
-        return Path(self._call(f"download {path}", hf_hub_download, self.repo, path, revision="main", local_dir=dst,
-                               endpoint=endpoint(), token=token()))
+        try:
+            return Path(hf_hub_download(self.repo, path, revision="main", local_dir=dst, endpoint=endpoint(),
+                                        token=token()))
+        except Exception as exc:
+            # RepositoryNotFound, RevisionNotFound, EntryNotFound, RemoteEntryNotFound: an answer, not a failure
+            if exc.__class__.__name__.endswith("NotFoundError"):
+                return None
+            raise self._failed(f"download {path}", exc) from exc
 
     def write_file(self, path: str, body: bytes, message: str) -> None:
         from .hf_loader import api

@@ -8,9 +8,7 @@ from typing import Any
 
 import click
 
-from fp_registry.cli import TASK_CHOICE
-
-from .protect_inputs import ProtectInputs, owner_data_kwargs, reference_models
+from .protect_inputs import ProtectInputs, owner_data_kwargs, owner_data_options, reference_models
 
 VAULT_HELP = "private vault repo ORG/VAULT holding the protected entries ($FP_REGISTRY_HF_VAULT)"
 
@@ -72,13 +70,7 @@ def hf_group() -> None:
 @click.option("--method", "-m", default="ipguard", show_default=True, help="any registered method")
 @click.option("--scenario", default="digits-mlp", show_default=True,
               help="embedded owner data and reference models (without --data)")
-@click.option("--data", "-d", help="the owner's own data instead of a scenario's: an .npz with X (and y) or a "
-                                   "bundled dataset name")
-@click.option("--negative", "negatives", multiple=True, metavar="MODEL",
-              help="an independent reference model of the same task, e.g. hf://ORG/REPO (repeatable; needed with "
-                   "--data)")
-@click.option("--task", "-t", type=TASK_CHOICE, default="classification", show_default=True,
-              help="the owner's task (with --data)")
+@owner_data_options
 @click.option("--claim/--no-claim", default=False, show_default=True,
               help="add a digest-only fingerprint claim to the public model card")
 @click.option("--on-push", is_flag=True, help="also protect every later commit of the repo (fpreg serve --hf-vault): "

@@ -5,13 +5,9 @@ import os
 
 import click
 
-from fp_registry.cli import TASK_CHOICE
+from .protect_inputs import owner_data_options
 
 DEFAULT_URI = "mlflow+" + os.environ.get("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
-
-
-DATA_HELP = ("the owner's own data instead of a scenario's: an .npz with X (and y), a bundled dataset name, or an "
-             "MLflow artifact URI of an .npz (runs:/RUN_ID/PATH.npz)")
 
 
 def _split(ref: str) -> tuple[str, str]:
@@ -31,11 +27,7 @@ def mlflow_group() -> None:
 @click.option("--method", "-m", default="ipguard", show_default=True, help="ipguard or metav (any registered method)")
 @click.option("--scenario", default="digits-mlp", show_default=True,
               help="embedded owner data and reference models (without --data)")
-@click.option("--data", "-d", help=DATA_HELP)
-@click.option("--negative", "negatives", multiple=True, metavar="MODEL",
-              help="an independent reference model of the same task (repeatable; needed with --data)")
-@click.option("--task", "-t", type=TASK_CHOICE, default="classification", show_default=True,
-              help="the owner's task (with --data)")
+@owner_data_options
 @click.option("--registry", "-r", default=DEFAULT_URI, show_default=True, help="mlflow+http://HOST:PORT")
 def protect_cmd(ref: str, method: str, scenario: str, data: str | None, negatives: tuple[str, ...], task: str,
                 registry: str) -> None:

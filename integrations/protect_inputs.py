@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from fp_registry.errors import BackendError, UsageError
 
@@ -39,6 +39,26 @@ class ProtectInputs:
     def describe(self) -> str:
         """Where the owner data comes from, for messages (never the data itself)."""
         return f"data {self.data}" if self.data else f"scenario {self.scenario}"
+
+
+def owner_data_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--data``, ``--negative`` and ``--task`` of the ``protect`` commands (MLflow and Hub alike)."""
+    import click
+
+    from fp_registry.cli import TASK_CHOICE
+
+    options = [
+        click.option("--data", "-d", help="the owner's own data instead of a scenario's: an .npz with X (and y), a "
+                                          "bundled dataset name, or an MLflow artifact URI of an .npz "
+                                          "(runs:/RUN_ID/PATH.npz)"),
+        click.option("--negative", "negatives", multiple=True, metavar="MODEL",
+                     help="an independent reference model of the same task, e.g. models:/NAME/VERSION or "
+                          "hf://ORG/REPO (repeatable; needed with --data)"),
+        click.option("--task", "-t", type=TASK_CHOICE, default="classification", show_default=True,
+                     help="the owner's task (with --data)")]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 def fingerprint_inputs(inputs: ProtectInputs, method: str, n_negatives: int,
