@@ -42,9 +42,11 @@ def _labels(model: Any, x: Any, n_classes: int) -> list[int]:
     return Suspect(model).labels(x, n_classes).tolist()
 
 
-def owner_and_zoo(scenario: str, seed: int, extra_reps: int = 0) -> tuple[Any, Any, dict[str, Any]]:
+def owner_and_zoo(scenario: str, seed: int, extra_reps: int = 0,
+                  tail_lineages: int = 0) -> tuple[Any, Any, dict[str, Any]]:
     """The scenario's owner for ``seed`` and its zoo with three train replicas, as ``fpreg evaluate`` builds them,
-    plus ``extra_reps`` more train replicas (fresh seeds; the first three and both held-out splits are unchanged)."""
+    plus ``extra_reps`` more train replicas (fresh seeds; the first three and both held-out splits are unchanged)
+    and ``tail_lineages`` homologous lineages in split ``"tail"``."""
     from fp_registry.evaluation.harness import make_owner
     from fp_registry.scenarios import get_scenario, owner_inputs, train_owner
     from fp_registry.zoo.builder import build_zoo
@@ -52,7 +54,7 @@ def owner_and_zoo(scenario: str, seed: int, extra_reps: int = 0) -> tuple[Any, A
     kw = owner_inputs(scenario)
     owner = make_owner(train_owner(scenario, seed), "classification", kw["data"], kw["labels"], kw.get("input_shape"))
     zoo = build_zoo(owner, seed=seed, progress=False, name=scenario, alt_data=get_scenario(scenario).load_data().other,
-                    train_reps=3 + extra_reps)
+                    train_reps=3 + extra_reps, tail_lineages=tail_lineages)
     return owner, zoo, {k: v for k, v in kw.items() if k in ("task", "data", "labels", "input_shape")}
 
 

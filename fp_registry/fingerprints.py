@@ -125,18 +125,19 @@ def fingerprint(model: Any, method: str = "metav", task: str = "classification",
     m = get_method_class(method)(**settings)
     m.check_owner(owner)
     reps = m.zoo_train_reps if train_reps is None else train_reps
-    train, cal = _zoo_splits(m, owner, positives, negatives, zoo, seed, progress, reps)
+    tail_n = m.tail_lineages(owner) if whitebox else 0  # the tail only calibrates the fused decision
+    train, cal, tail = _zoo_splits(m, owner, positives, negatives, zoo, seed, progress, reps, tail_n)
     built = m.build(owner, train, seed, progress)
     fp = _new_fingerprint(m, owner, built, seed)
     if cal is not None and len(cal):
         fp.calibration = calibrate_fingerprint(fp, cal, target_fpr)
     if whitebox:
-        _add_whitebox_reference(fp, owner, cal, negatives, seed)
+        _add_whitebox_reference(fp, owner, cal, negatives, seed, tail)
     return fp
 
 
 def _add_whitebox_reference(fp: Fingerprint, owner: Owner, cal: ZooSplit | None, negatives: list[Any] | None,
-                            seed: int) -> None:
+                            seed: int, tail: list[ZooModel] | None = None) -> None:
     """Nulls of the white-box statistics from the calibration independents (see :mod:`fp_registry.whitebox`).
 
     Why calibration models: they are never the suspects of an evaluation, and a check needs a null of models
@@ -150,11 +151,12 @@ def _add_whitebox_reference(fp: Fingerprint, owner: Owner, cal: ZooSplit | None,
     models = [m for m in models if isinstance(m, nn.Module)]
     if isinstance(owner.model, nn.Module) and len(models) >= 2:
         fp.meta["whitebox"] = reference(owner.model, models, seed=seed, input_shape=owner.input_shape)
-        _add_fused_calibration(fp, owner, cal)
+        _add_fused_calibration(fp, owner, cal, tail or [])
 
 
-def _add_fused_calibration(fp: Fingerprint, owner: Owner, cal: ZooSplit | None) -> None:
-    """Threshold of the fused black-box + white-box score (:mod:`fp_registry.fusion`), from the same split."""
+def _add_fused_calibration(fp: Fingerprint, owner: Owner, cal: ZooSplit | None, tail: list[ZooModel]) -> None:
+    """Threshold of the fused black-box + white-box score (:mod:`fp_registry.fusion`), from the same split; the
+    ``tail`` lineages join only the calibration of the strata rule's stratum S."""
     from torch import nn
 
     from .fusion import calibrate_fused
@@ -162,9 +164,11 @@ def _add_fused_calibration(fp: Fingerprint, owner: Owner, cal: ZooSplit | None) 
     members = list(cal.negatives) + list(cal.positives) if cal is not None else []
     if fp.calibration is None or not members or not all(isinstance(z.model, nn.Module) for z in members):
         return  # black-box scores of these very models are needed, in calibration order
+    m = fp.method_object()
+    tail_scores = [(z.model, m.score(fp, Suspect(z.model, z.name))[0]) for z in tail if m.fused_rule == "strata"]
     fp.meta["whitebox"]["fused"] = calibrate_fused(fp.meta["whitebox"], fp.calibration, owner.model,
                                                    [z.model for z in cal.negatives], [z.model for z in cal.positives],
-                                                   fp.calibration.target_fpr, rule=fp.method_object().fused_rule)
+                                                   fp.calibration.target_fpr, rule=m.fused_rule, tail=tail_scores)
 
 
 def _new_fingerprint(m: Method, owner: Owner, built: Built, seed: int) -> Fingerprint:
@@ -185,31 +189,32 @@ def calibrate_fingerprint(fp: Fingerprint, split: ZooSplit, target_fpr: float = 
 
 def _zoo_splits(m: Method, owner: Owner, positives: list[Any] | None, negatives: list[Any] | None,
                 zoo: Zoo | None, seed: int, progress: bool,
-                train_reps: int = 1) -> tuple[ZooSplit | None, ZooSplit | None]:
+                train_reps: int = 1, tail: int = 0) -> tuple[ZooSplit | None, ZooSplit | None, list[ZooModel]]:
+    """Train and calibration splits, and the first ``tail`` lineages of the zoo's tail (none without a zoo)."""
     if m.zoo_use == "none":
-        return None, None
+        return None, None, []
     if positives is not None or negatives is not None:
         pos = as_zoo_models(list(positives or []), True, "given")
         neg = as_zoo_models(list(negatives or []), False, "given")
         if m.zoo_use == "calibrate":
-            return None, ZooSplit(pos, neg)
+            return None, ZooSplit(pos, neg), []
         if len(pos) < 2 or len(neg) < 2:  # half trains, half calibrates: a verifier needs both kinds in each
             raise UsageError(f"{m.name} trains its verifier on derived and independent models: it needs at least "
                              f"two of each, got {len(pos)} derived and {len(neg)} independent",
                              "pass more positives= and negatives=, leave both out to build a zoo, or use a method "
                              "that only calibrates (ipguard, deepcore)")
-        return ZooSplit(pos[0::2], neg[0::2]), ZooSplit(pos[1::2], neg[1::2])
+        return ZooSplit(pos[0::2], neg[0::2]), ZooSplit(pos[1::2], neg[1::2]), []
     if zoo is None and m.zoo_use == "calibrate" and owner.data is None:
         import warnings  # data-free methods still work; only the calibrated threshold is missing
 
         warnings.warn(f"no owner data and no zoo: {m.name} uses its default threshold "
                       f"{m.default_threshold} (pass data= or negatives= to calibrate)", stacklevel=3)
-        return None, None
+        return None, None, []
     if zoo is None:
         from .zoo.builder import build_zoo
 
-        zoo = build_zoo(owner, seed=seed, progress=progress, train_reps=train_reps)
-    return zoo.split("train"), zoo.split("calibration")
+        zoo = build_zoo(owner, seed=seed, progress=progress, train_reps=train_reps, tail_lineages=tail)
+    return zoo.split("train"), zoo.split("calibration"), zoo.tail(tail)
 
 
 def protect(model: Any, method: str = "passport", task: str = "classification", data: Any = None,

@@ -71,11 +71,15 @@ def stratum(wb: dict[str, Any], wb_nulls: dict[str, Any]) -> str:
 
 
 def calibrate_fused(ref: dict[str, Any], calibration: Calibration, owner: Any, negatives: list[Any],
-                    positives: list[Any], target_fpr: float = 0.01, rule: str = "max") -> dict[str, Any]:
+                    positives: list[Any], target_fpr: float = 0.01, rule: str = "max",
+                    tail: Sequence[tuple[Any, float]] = ()) -> dict[str, Any]:
     """Fused scores of the calibration models (in the order their black-box scores were taken) and a threshold.
 
     ``rule="strata"`` also calibrates the black-box threshold of stratum S on that stratum's calibration models
-    (see :func:`fused_evidence`).
+    (see :func:`fused_evidence`), plus the ``tail``: (model, black-box score) pairs of extra homologous lineages,
+    those of them that fall in stratum S. Why only there: about one homologous lineage in 75 agrees with the owner
+    far above the rest (benchmarks/results/deepcore.md, "Stop 29"), which a split's four lineages rarely show; the
+    other thresholds judge students of other architectures, which extra negatives would only push out.
     """
     from .whitebox import check
 
@@ -88,8 +92,10 @@ def calibrate_fused(ref: dict[str, Any], calibration: Calibration, owner: Any, n
                            "positive_scores": cal.positive_scores}
     if rule == "strata":
         in_s = {side: [s for s, w in zip(bb[side], wb[side]) if stratum(w, ref["nulls"]) == "S"] for side in bb}
-        out |= {"rule": "strata", "stratum_threshold": calibrate(in_s["neg"], in_s["pos"], target_fpr).threshold,
-                "stratum_negative_scores": in_s["neg"], "stratum_positive_scores": in_s["pos"]}
+        extra = [s for m, s in tail if stratum(check(ref, owner, m), ref["nulls"]) == "S"]
+        neg_s = in_s["neg"] + extra
+        out |= {"rule": "strata", "stratum_threshold": calibrate(neg_s, in_s["pos"], target_fpr).threshold,
+                "stratum_negative_scores": neg_s, "stratum_positive_scores": in_s["pos"], "stratum_tail": len(extra)}
     return out
 
 

@@ -183,6 +183,10 @@ class Method(ABC):
                              f"known: {', '.join(sorted(self.defaults)) or 'none'}")
         self.settings: dict[str, Any] = {**self.defaults, **settings}
 
+    def tail_lineages(self, owner: Owner) -> int:
+        """Extra homologous lineages a zoo built for this method adds to calibrate a threshold (split ``"tail"``)."""
+        return 0
+
     def check_owner(self, owner: Owner) -> None:
         """Raise NotApplicableError when the owner model or task is out of scope."""
         if owner.task not in self.tasks:

@@ -23,6 +23,8 @@ from fp_registry.training import frozen
 DEFAULT_POINTS = 100
 #: added to the fingerprint seed for the look-alikes of ``select_with="trained"`` (a prime, apart from 7919 * i)
 SELECTION_SEED_OFFSET = 104729
+#: extra homologous lineages of a zoo built for a float owner with ``tail_lineages="auto"`` (pre-registration 12)
+TAIL_LINEAGES = 40
 
 
 class DeepCore(Method):
@@ -106,7 +108,7 @@ class DeepCore(Method):
                                 "select": "auto", "homologous": "mean", "token_candidates": 400,
                                 "token_steps": 30, "optimise": "ensemble", "penalty": 3.0, "ensemble_sample": 8,
                                 "select_with": "zoo", "domain": "global", "skip_positives": 0,
-                                "prunings": "none"}
+                                "prunings": "none", "tail_lineages": 0}
     #: the ensemble learns from the train split's independents: three replicas give 12 homologous lineages, not 4
     zoo_train_reps = 3
     default_threshold = 0.5
@@ -129,6 +131,17 @@ class DeepCore(Method):
         for key in ("n_candidates", "token_candidates"):
             if int(self.settings[key]) < self.points():
                 raise UsageError(f"deepcore needs {key} >= n_points", f"raise {key} or lower n_points")
+
+    def tail_lineages(self, owner: Owner) -> int:
+        """Homologous retrains that calibrate stratum S's threshold only (:func:`fp_registry.fusion.calibrate_fused`).
+
+        ``"auto"``: :data:`TAIL_LINEAGES` for float owners, none for token owners (a transformer retrain is costly,
+        and only float owners were measured).
+        """
+        n = self.settings["tail_lineages"]
+        if n == "auto":
+            return 0 if owner.input_kind == "int64" else TAIL_LINEAGES
+        return int(n)
 
     def points(self) -> int:
         """Core points kept: ``n_points``; ``None`` (stored by a short-lived per-input-kind default) reads as 100."""

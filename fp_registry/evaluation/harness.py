@@ -203,9 +203,10 @@ def evaluate_owner(model: nn.Module, owner_kwargs: dict[str, Any], methods: list
     owner = make_owner(model, kw.get("task", "classification"), kw.get("data"), kw.get("labels"),
                        kw.get("input_shape"))
     reps = default_train_reps(methods) if train_reps is None else train_reps
+    tail = default_tail_lineages(methods, owner) if whitebox else 0  # only the fused decision uses them
     start = time.perf_counter()
     zoo = build_zoo(owner, seed=seed, progress=progress, sizes=sizes, holdout_families=holdout_families,
-                    name=name, alt_data=alt_data, train_reps=reps + calibration_reps)
+                    name=name, alt_data=alt_data, train_reps=reps + calibration_reps, tail_lineages=tail)
     zoo = zoo.calibrate_on_replicas(reps)
     zoo_seconds = time.perf_counter() - start
     results = []
@@ -215,7 +216,7 @@ def evaluate_owner(model: nn.Module, owner_kwargs: dict[str, Any], methods: list
     report = {"scenario": name, "task": owner.task, "seed": seed, "zoo_seconds": zoo_seconds,
               "owner_utility": utility(model, make_context(owner, alt_data)),
               "zoo": {s: {"positives": len(zoo.split(s).positives), "negatives": len(zoo.split(s).negatives)}
-                      for s in ("train", "calibration", "test")},
+                      for s in ("train", "calibration", "test")}, "tail_lineages": len(zoo.tail(tail)),
               "holdout_families": list(holdout_families), "train_reps": reps, "calibration_reps": calibration_reps,
               "environment": environment(), "methods": results}
     if out_dir is not None:
@@ -240,6 +241,15 @@ def environment() -> dict[str, Any]:
 def default_train_reps(methods: list[str]) -> int:
     """Train replicas a shared zoo needs: the most any of ``methods`` would build for itself."""
     return max((get_method_class(parse_method_spec(m)[0]).zoo_train_reps for m in methods), default=1)
+
+
+def default_tail_lineages(methods: list[str], owner: Any) -> int:
+    """Tail lineages a shared zoo needs: the most any of ``methods`` asks for (each method takes its own first n)."""
+    counts = []
+    for spec in methods:
+        name, settings = parse_method_spec(spec)
+        counts.append(get_method_class(name)(**settings).tail_lineages(owner))
+    return max(counts, default=0)
 
 
 def evaluate(scenario: str, methods: list[str], out_dir: str | Path | None = None, seed: int = 0,

@@ -77,6 +77,8 @@ def markdown(report: dict[str, Any]) -> str:
              + (f" (train split built {report['train_reps']} times)" if report.get("train_reps", 1) > 1 else "")
              + (f" (+ {report['calibration_reps']} train-recipe replicas in calibration)"
                 if report.get("calibration_reps") else "")
+             + (f" (+ {report['tail_lineages']} homologous lineages for the strata rule's threshold only)"
+                if report.get("tail_lineages") else "")
              + ". Metrics on the test split only; thresholds come from the calibration split.", "",
              summary_table(report), ""]
     env = report.get("environment")

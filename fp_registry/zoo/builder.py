@@ -14,8 +14,8 @@ from ..methods import Owner
 from ..modelio import program_graph
 from ..training import one_thread
 from .attacks import AttackContext
-from .recipes import SEED_BASE, Recipe, Step, recipes
-from .spec import SPLITS, Zoo, ZooModel
+from .recipes import SEED_BASE, Recipe, Step, recipes, tail_recipe
+from .spec import SPLITS, TAIL, Zoo, ZooModel
 
 DEFAULT_SIZE = 20  #: positives and negatives per split (the recipes give a few more; this caps them)
 #: seed offset of each extra train replica: far above any zoo seed's block (10000 * zoo seed), so no replica's
@@ -44,11 +44,13 @@ def make_context(owner: Owner, alt_data: tuple[Any, Any] | None = None) -> Attac
 
 
 def plan(task: str, sizes: dict[str, Any] | None = None, holdout_families: tuple[str, ...] = (),
-         train_reps: int = 1) -> list[tuple[str, Recipe, int]]:
+         train_reps: int = 1, tail_lineages: int = 0) -> list[tuple[str, Recipe, int]]:
     """(split, recipe, replica) triples; held-out families appear in the test split only.
 
     ``train_reps`` > 1 repeats the train split's recipes with fresh seeds (replica 1, 2, ...): more independent
     lineages and more copies to learn from, while calibration and test stay exactly as with one replica.
+    ``tail_lineages`` adds that many homologous retrains with fresh seeds as split ``"tail"`` (replica i is lineage
+    i), after every other model, so the other splits are built exactly as without them.
     """
     if train_reps < 1:
         raise UsageError(f"train_reps={train_reps} is not a positive count", "use 1 (the default) or more")
@@ -61,6 +63,10 @@ def plan(task: str, sizes: dict[str, Any] | None = None, holdout_families: tuple
         n_pos, n_neg = _size(sizes, split)
         for rep in range(train_reps if split == "train" else 1):
             out += [(split, r, rep) for r in pos[:n_pos]] + [(split, r, rep) for r in neg[:n_neg]]
+    if tail_lineages < 0:
+        raise UsageError(f"tail_lineages={tail_lineages} is not a count", "use 0 (none) or more")
+    if tail_recipe().family not in holdout_families:
+        out += [(TAIL, tail_recipe(), i) for i in range(min(tail_lineages, _size(sizes, TAIL)[1]))]
     return out
 
 
@@ -132,13 +138,14 @@ def utility(model: nn.Module, ctx: AttackContext) -> dict[str, float]:
 
 def build_zoo(owner: Owner, *, seed: int = 0, progress: bool = True, sizes: dict[str, Any] | None = None,
               holdout_families: tuple[str, ...] = (), cache: bool = True, name: str | None = None,
-              alt_data: tuple[Any, Any] | None = None, train_reps: int = 1) -> Zoo:
+              alt_data: tuple[Any, Any] | None = None, train_reps: int = 1, tail_lineages: int = 0) -> Zoo:
     """Derived (positive) and independent (negative) models of ``owner`` in disjoint train/calibration/test splits.
 
     ``sizes`` caps positives and negatives per split (``{"test": 10}`` or ``{"test": (10, 12)}``);
     ``holdout_families`` keeps those families out of train and calibration; ``alt_data=(X, y)`` is data disjoint
     from the owner's (default: half of the owner's data); ``name`` is the lineage root (default ``owner``);
-    ``train_reps`` builds the train split that many times with fresh seeds (replica r's names start ``name#rR``).
+    ``train_reps`` builds the train split that many times with fresh seeds (replica r's names start ``name#rR``);
+    ``tail_lineages`` adds that many homologous retrains as split ``"tail"`` (see :func:`plan`).
     """
     from tqdm.auto import tqdm
 
@@ -151,8 +158,8 @@ def build_zoo(owner: Owner, *, seed: int = 0, progress: bool = True, sizes: dict
     runner = _Runner(owner, ctx, seed, cache, _key_root(owner, ctx))
     members: list[ZooModel] = []
     with one_thread():
-        for split, recipe, rep in tqdm(plan(owner.task, sizes, holdout_families, train_reps), desc="zoo",
-                                       unit="model", disable=not progress):
+        steps = plan(owner.task, sizes, holdout_families, train_reps, tail_lineages)
+        for split, recipe, rep in tqdm(steps, desc="zoo", unit="model", disable=not progress):
             root = (name or "owner") + (f"#r{rep}" if rep else "")
             try:
                 model, labels = runner.run(split, recipe, rep)

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 #: seeds of split s start at SEED_BASE[s] (+ 10000 * the zoo seed), so no two splits share a trained model
-SEED_BASE = {"train": 1000, "calibration": 2000, "test": 3000}
+SEED_BASE = {"train": 1000, "calibration": 2000, "test": 3000, "tail": 4000}
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,11 @@ def independent_recipes(split: str) -> list[Recipe]:
     out.append(Recipe((homo[3], step("noise", sigma=s["noise"][2])), "homologous-modified", False,
                       ("regression", "generation")))
     return out
+
+
+def tail_recipe() -> Recipe:
+    """The homologous retrain that the ``tail`` split repeats with fresh seeds (one replica per lineage)."""
+    return Recipe((step("retrain", data="owner", epochs=20),), "homologous", False)
 
 
 def recipes(split: str, task: str) -> tuple[list[Recipe], list[Recipe]]:

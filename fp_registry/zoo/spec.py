@@ -7,6 +7,8 @@ from typing import Any, Callable
 from torch import nn
 
 SPLITS = ("train", "calibration", "test")
+#: extra homologous lineages that only calibrate a threshold (``build_zoo(tail_lineages=...)``); never suspects
+TAIL = "tail"
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,10 @@ class Zoo:
         """
         return Zoo([replace(m, split="calibration") if m.split == "train" and m.replica >= first else m
                     for m in self.members])
+
+    def tail(self, n: int) -> list[ZooModel]:
+        """The first ``n`` lineages of the ``"tail"`` split (``build_zoo(tail_lineages=...)``), in lineage order."""
+        return sorted((m for m in self.members if m.split == TAIL and m.replica < n), key=lambda m: m.replica)
 
     def split(self, name: str) -> ZooSplit:
         return ZooSplit([m for m in self.members if m.split == name and m.derived],
