@@ -367,3 +367,24 @@ def test_heavy_prunings_join_the_optimisation_and_keep_a_harder_pruning(models: 
     both = fpr.fingerprint(models["owner"], prunings="both", **kw)
     assert both.info["optimised_by"].endswith(f"heavy prunings of the owner + {1 + len(look_alike)} homologous models")
     assert not any(both.verify(models[n]).is_match for n in ("hom3", "hom4"))
+
+
+def test_tail_lineages_calibrate_only_stratum_s(models: dict, digits: dict) -> None:
+    from fp_registry.calibration import choose_threshold
+    from fp_registry.fusion import stratum
+    from fp_registry.whitebox import check
+
+    members = small_zoo(models, ("hom1",), ("hom2", "hom3", "copy")).members
+    zoo = Zoo(members + [ZooModel("hom4", models["hom4"], False, "homologous", "tail")])
+    kw = dict(method="deepcore", n_points=40, n_candidates=200, zoo=zoo, progress=False, whitebox=True, **digits)
+    plain, tailed = fpr.fingerprint(models["owner"], **kw), fpr.fingerprint(models["owner"], tail_lineages=1, **kw)
+    assert torch.equal(plain.tensors["core"]["x"], tailed.tensors["core"]["x"])  # the tail never shapes the points
+    assert plain.calibration.threshold == tailed.calibration.threshold  # nor tau_D
+    a, b = plain.meta["whitebox"]["fused"], tailed.meta["whitebox"]["fused"]
+    assert a["threshold"] == b["threshold"] and a["stratum_tail"] == 0
+    ref = tailed.meta["whitebox"]
+    assert stratum(check(ref, models["owner"], models["hom4"]), ref["nulls"]) == "S"  # a look-alike of stratum S
+    kappa = tailed.verify(models["hom4"]).score
+    assert b["stratum_tail"] == 1 and b["stratum_negative_scores"] == a["stratum_negative_scores"] + [kappa]
+    assert b["stratum_threshold"] == choose_threshold(b["stratum_negative_scores"], b["stratum_positive_scores"])
+    assert b["stratum_threshold"] > kappa  # the tail's look-alike no longer reaches stratum S's threshold

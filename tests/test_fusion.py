@@ -112,3 +112,22 @@ def test_deepcore_fingerprints_calibrate_the_strata_rule(tmp_path, capsys: pytes
     assert fused["overall"]["tpr"] == pytest.approx(sum(r["is_match"] for r in derived) / len(derived))
     kept = [r for r in derived if r["family"] in ("finetune", "noise", "prune")]
     assert kept and all(r["stratum"] == "W" for r in kept)  # copies that keep the weights match by them
+
+
+def test_evaluate_builds_tail_lineages_only_for_the_fused_decision(tmp_path, capsys: pytest.CaptureFixture) -> None:
+    from fp_registry.cli import run
+
+    base = "deepcore:n_points=30:n_candidates=300"
+    reports = {}
+    for key, spec, flags in (("tail", base + ":tail_lineages=3", ["--whitebox"]), ("none", base, ["--whitebox"]),
+                             ("black-box", base + ":tail_lineages=3", [])):
+        code = run(["evaluate", "-s", "digits-mlp", "-m", spec, "--seed", "3", "--size", "3", "-o",
+                    str(tmp_path / key), "-q", "--json", *flags])
+        assert code == 0
+        reports[key] = json.loads(capsys.readouterr().out)
+    assert reports["tail"]["tail_lineages"] == 3 and reports["black-box"]["tail_lineages"] == 0
+    assert "3 homologous lineages" in (tmp_path / "tail" / "report.md").read_text()
+    (plain, fused), (plain0, fused0) = reports["tail"]["methods"], reports["none"]["methods"]
+    assert plain["threshold"] == plain0["threshold"] and fused["threshold"] == fused0["threshold"]
+    assert 0 <= fused["stratum_tail"] <= 3 and fused0["stratum_tail"] == 0
+    assert fused["stratum_threshold"] >= fused0["stratum_threshold"]  # more look-alikes can only raise it

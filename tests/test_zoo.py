@@ -191,3 +191,31 @@ def test_train_replicas_are_new_models_with_unique_names(setup, tmp_path, monkey
     assert [m.name for m in moved.replicas(1).members] == [m.name for m in two.members]  # kept for 1-replica methods
     assert [m.name for m in moved.split("train").negatives] == [m.name for m in one.split("train").negatives]
     assert two.calibrate_on_replicas(2).members == two.members
+
+
+def test_tail_lineages_come_last_and_leave_the_splits_as_they_were() -> None:
+    one, tailed = plan("classification"), plan("classification", train_reps=3, tail_lineages=5)
+    assert tailed[:-5] == plan("classification", train_reps=3)  # every split's recipes and replicas unchanged
+    assert [(s, rep) for s, _, rep in tailed[-5:]] == [("tail", i) for i in range(5)]
+    assert all(not r.derived and r.family == "homologous" and r.steps[0].attack == "retrain" for _, r, _ in tailed[-5:])
+    assert len(plan("classification", sizes={"tail": 2}, tail_lineages=5)) == len(one) + 2
+    assert plan("classification", holdout_families=("homologous",), tail_lineages=5)[-1][0] != "tail"
+    with pytest.raises(UsageError):
+        plan("classification", tail_lineages=-1)
+
+
+def test_tail_lineages_are_new_retrains_outside_every_split(setup, tmp_path, monkeypatch) -> None:
+    owner, _ = setup
+    monkeypatch.setenv("FP_REGISTRY_CACHE", str(tmp_path))
+    sizes = {"train": (0, 1), "calibration": (0, 1), "test": (0, 0)}
+    zoo = build_zoo(owner, sizes=sizes, progress=False, name="digits-mlp", tail_lineages=3)
+    tail = zoo.tail(3)
+    assert [m.replica for m in tail] == [0, 1, 2] and all(m.split == "tail" and not m.derived for m in tail)
+    assert [m.name for m in zoo.tail(2)] == [m.name for m in tail[:2]] and zoo.tail(0) == []
+    for split in SPLITS:  # no split holds a tail model, so no threshold or verifier sees one unless asked
+        part = zoo.split(split)
+        assert not {m.name for m in part.positives + part.negatives} & {m.name for m in tail}
+    seeds = {m.name.split("seed=")[1] for m in tail + zoo.split("calibration").negatives + zoo.split("train").negatives}
+    assert len(seeds) == 5  # fresh seeds: no tail lineage repeats another or a split's retrain
+    assert not all(torch.equal(x, y) for x, y in zip(weights(tail[0].model), weights(tail[1].model)))
+    assert all(m.utility["accuracy"] > 0.5 for m in tail)  # real look-alikes, trained like the split's retrains

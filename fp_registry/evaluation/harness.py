@@ -117,7 +117,8 @@ def evaluate_method(owner_model: nn.Module, owner_kwargs: dict[str, Any], method
         cal = fp.meta["whitebox"]["fused"]
         result["fused"] = _result(method + "+whitebox", cal["threshold"], fp_seconds, peak_rss_mb(), fused,
                                   _calibration_scores(cal), by_decision=cal.get("rule") == "strata")
-        result["fused"] |= {"decision": cal.get("rule", "max"), "stratum_threshold": cal.get("stratum_threshold")}
+        result["fused"] |= {"decision": cal.get("rule", "max"), "stratum_threshold": cal.get("stratum_threshold"),
+                            "stratum_tail": cal.get("stratum_tail")}
     return result
 
 
