@@ -72,6 +72,11 @@ class DeepCore(Method):
       digits-mlp zoos missing ``prune(0.8)`` from 15 to 3 of 60, but heavily pruned look-alikes then matched more
       often. ``prunings="both"`` also adds the heavy prunings of the train split's look-alike roots to the
       homologous side (development zoos only, benchmarks/results/deepcore.md "Stop 22").
+    - ``tail_lineages`` (our addition; pre-registration 12): a zoo built for the fused decision also retrains the
+      owner's architecture that many more times (split ``"tail"``), and those that fall in stratum S join the
+      calibration of stratum S's threshold only. Why: about one homologous lineage in 75 agrees with the owner on
+      the core points far above the rest, which a calibration split's four lineages rarely show.
+      ``"auto"``: :data:`TAIL_LINEAGES` for float owners, none for token owners.
     - Token-id owners (``input_kind="int64"``): candidates come from TextProbe's greedy substitution search
       (:mod:`fp_registry.algorithms.deepcore_tokens`, ``token_candidates`` of them), then the same selection,
       similarities and clustering. Ids are never cast to float.
