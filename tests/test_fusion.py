@@ -119,7 +119,8 @@ def test_evaluate_builds_tail_lineages_only_for_the_fused_decision(tmp_path, cap
 
     base = "deepcore:n_points=30:n_candidates=300"
     reports = {}
-    for key, spec, flags in (("tail", base + ":tail_lineages=3", ["--whitebox"]), ("none", base, ["--whitebox"]),
+    for key, spec, flags in (("tail", base + ":tail_lineages=3", ["--whitebox"]),
+                             ("none", base + ":tail_lineages=0", ["--whitebox"]),
                              ("black-box", base + ":tail_lineages=3", [])):
         code = run(["evaluate", "-s", "digits-mlp", "-m", spec, "--seed", "3", "--size", "3", "-o",
                     str(tmp_path / key), "-q", "--json", *flags])

@@ -23,7 +23,7 @@ from fp_registry.training import frozen
 DEFAULT_POINTS = 100
 #: added to the fingerprint seed for the look-alikes of ``select_with="trained"`` (a prime, apart from 7919 * i)
 SELECTION_SEED_OFFSET = 104729
-#: extra homologous lineages of a zoo built for a float owner with ``tail_lineages="auto"`` (pre-registration 12)
+#: extra homologous lineages of a zoo built for a float owner (``tail_lineages="auto"``, pre-registration 12)
 TAIL_LINEAGES = 40
 
 
@@ -72,11 +72,12 @@ class DeepCore(Method):
       digits-mlp zoos missing ``prune(0.8)`` from 15 to 3 of 60, but heavily pruned look-alikes then matched more
       often. ``prunings="both"`` also adds the heavy prunings of the train split's look-alike roots to the
       homologous side (development zoos only, benchmarks/results/deepcore.md "Stop 22").
-    - ``tail_lineages`` (our addition; pre-registration 12): a zoo built for the fused decision also retrains the
-      owner's architecture that many more times (split ``"tail"``), and those that fall in stratum S join the
-      calibration of stratum S's threshold only. Why: about one homologous lineage in 75 agrees with the owner on
-      the core points far above the rest, which a calibration split's four lineages rarely show.
-      ``"auto"``: :data:`TAIL_LINEAGES` for float owners, none for token owners.
+    - ``tail_lineages`` (our addition; adopted by pre-registration 12, benchmarks/results/deepcore.md "Stop 30"): a
+      zoo built for the fused decision also retrains the owner's architecture that many more times (split
+      ``"tail"``), and those that fall in stratum S join the calibration of stratum S's threshold only. Why: about
+      one homologous lineage in 75 agrees with the owner on the core points far above the rest, which a calibration
+      split's four lineages rarely show. ``"auto"`` (default): :data:`TAIL_LINEAGES` for float owners, none for
+      token owners; ``0`` gives the rule before stop 30.
     - Token-id owners (``input_kind="int64"``): candidates come from TextProbe's greedy substitution search
       (:mod:`fp_registry.algorithms.deepcore_tokens`, ``token_candidates`` of them), then the same selection,
       similarities and clustering. Ids are never cast to float.
@@ -113,7 +114,7 @@ class DeepCore(Method):
                                 "select": "auto", "homologous": "mean", "token_candidates": 400,
                                 "token_steps": 30, "optimise": "ensemble", "penalty": 3.0, "ensemble_sample": 8,
                                 "select_with": "zoo", "domain": "global", "skip_positives": 0,
-                                "prunings": "none", "tail_lineages": 0}
+                                "prunings": "none", "tail_lineages": "auto"}
     #: the ensemble learns from the train split's independents: three replicas give 12 homologous lineages, not 4
     zoo_train_reps = 3
     default_threshold = 0.5
