@@ -389,3 +389,6 @@ def test_tail_lineages_calibrate_only_stratum_s(models: dict, digits: dict) -> N
     assert b["stratum_tail"] == 1 and b["stratum_negative_scores"] == a["stratum_negative_scores"] + [kappa]
     assert b["stratum_threshold"] == choose_threshold(b["stratum_negative_scores"], b["stratum_positive_scores"])
     assert b["stratum_threshold"] > kappa  # the tail's look-alike no longer reaches stratum S's threshold
+    for bad in (-1, "many"):
+        with pytest.raises(UsageError, match="tail_lineages"):
+            DeepCore(tail_lineages=bad)

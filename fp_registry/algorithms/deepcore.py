@@ -137,6 +137,9 @@ class DeepCore(Method):
         for key in ("n_candidates", "token_candidates"):
             if int(self.settings[key]) < self.points():
                 raise UsageError(f"deepcore needs {key} >= n_points", f"raise {key} or lower n_points")
+        tail = self.settings["tail_lineages"]
+        if tail != "auto" and not (str(tail).isdigit()):  # checked here, not when a zoo is half built
+            raise UsageError(f"deepcore setting tail_lineages={tail!r} is not valid", "use auto, 0 or a positive count")
 
     def tail_lineages(self, owner: Owner) -> int:
         """Homologous retrains that calibrate stratum S's threshold only (:func:`fp_registry.fusion.calibrate_fused`).
